@@ -1,1 +1,1 @@
-"""cli"""
+"""The `slipway` command line (Typer + Rich)."""

@@ -1,0 +1,277 @@
+"""The `slipway` command line: Typer commands over `slipway.Client`, and `slipway up`.
+
+Every command prints one clear line on error (no traceback) and exits non-zero. Long steps show
+a Rich progress spinner. The admin key saved by `slipway up` is used unless SLIPWAY_API_KEY says
+otherwise, so on a laptop every command just works.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slipway.errors import SlipwayError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Slipway: package, deploy and serve models.")
+keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _client():
+    from slipway.client import Client
+
+    return Client()
+
+
+def _print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def up(
+    port: int = typer.Option(8000, help="Port for the gateway, API and dashboard (127.0.0.1 only)."),
+    deploy: list[Path] = typer.Option([], "--deploy", "-d", help="Package folders to deploy and promote at start."),
+    home: Optional[Path] = typer.Option(None, help="State folder (default $SLIPWAY_HOME or ~/.slipway)."),
+) -> None:
+    """Start the control plane, gateway and dashboard in one process (Ctrl-C stops it and its replicas)."""
+    from slipway.app import run_up
+
+    run_up(port=port, packages=deploy, home=home, console=console)
+
+
+@app.command()
+def init(
+    name: str = typer.Argument(..., help="Model name: lowercase letters, digits and dashes."),
+    kind: str = typer.Option("custom", "--kind", help="custom | embedding | llm"),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to write it (default ./NAME)."),
+) -> None:
+    """Scaffold a model package that deploys as is."""
+    from slipway.cli.scaffold import scaffold_package
+
+    if kind not in ("custom", "embedding", "llm"):
+        raise SlipwayError(f"--kind {kind!r} is not a package kind; use custom, embedding or llm")
+    dest = scaffold_package(name, kind, directory or Path(name))  # type: ignore[arg-type]
+    console.print(f"[green]Created[/] {dest}  (deploy it with: slipway deploy {dest} --promote)")
+
+
+@app.command("deploy")
+def deploy_cmd(
+    path: Path = typer.Argument(..., help="Package folder with slipway.yaml."),
+    env: Optional[str] = typer.Option(None, "--env", help="Environment to place it in (default development)."),
+    promote: bool = typer.Option(False, "--promote", help="Promote to production once ready."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until a replica is ready."),
+) -> None:
+    """Deploy a package as a new, immutable deployment of its model."""
+    from slipway.spec.package import check_package_files, parse_package
+
+    spec_file = path / "slipway.yaml"
+    if not spec_file.is_file():
+        raise SlipwayError(f"{path}: no slipway.yaml here; point at a package folder (slipway init NAME makes one)")
+    spec = parse_package(spec_file.read_text(), source=str(spec_file))
+    check_package_files(spec, {p.name for p in path.iterdir()}, source=str(path))
+    client = _client()
+    with console.status(f"Uploading {spec.name}…"):
+        deployment = client.deploy(path, environment=env, promote=promote)
+    console.print(f"Deployment [bold]{deployment['id']}[/] (#{deployment['number']}) of [bold]{spec.name}[/] created")
+    if wait:
+        with console.status("Starting replicas… (slipway logs shows their output)"):
+            deployment = client.wait_ready(deployment["id"])
+        console.print(f"[green]Ready[/]: {deployment['id']} is {deployment['status']}")
+
+
+@app.command("ls")
+def list_models() -> None:
+    """List models, their environments and deployments."""
+    client = _client()
+    models = client.models()
+    if not models:
+        console.print("No models yet. Deploy one: slipway deploy examples/echo --promote")
+        return
+    table = Table("model", "environment", "deployment", "status", "replicas")
+    for model in models:
+        detail = client.model(model["name"])
+        by_id = {d["id"]: d for d in detail.get("deployments", [])}
+        for env in detail.get("environments", []):
+            dep = by_id.get(env.get("deployment_id") or "")
+            if dep is None:
+                continue
+            replicas = f"{dep.get('ready_replicas', 0)}/{dep.get('desired_replicas', 0)}"
+            table.add_row(model["name"], env["name"], f"{dep['id']} (#{dep['number']})", dep["status"], replicas)
+    console.print(table)
+
+
+@app.command()
+def predict(
+    model: str = typer.Argument(..., help="Model name (name@env picks an environment)."),
+    data: str = typer.Option("{}", "--data", "-d", help="JSON request body, or @file.json."),
+) -> None:
+    """Call a model's predict route through the gateway and print the result."""
+    raw = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SlipwayError(f"--data is not valid JSON ({exc.msg} at position {exc.pos}); quote it like '{{\"x\": 1}}'")
+    name, _, env = model.partition("@")
+    _print_json(_client().predict(name, body, environment=env or None))
+
+
+def _resolve_deployment(client, target: str) -> str:
+    """Accept a deployment id or a model name (its production, else development, deployment)."""
+    if target.startswith("dep-"):
+        return target
+    detail = client.model(target)
+    envs = {e["name"]: e.get("deployment_id") for e in detail.get("environments", [])}
+    deployment_id = envs.get("production") or envs.get("development")
+    if not deployment_id:
+        deployments = detail.get("deployments", [])
+        if not deployments:
+            raise SlipwayError(f"model {target!r} has no deployment; deploy one first")
+        deployment_id = deployments[-1]["id"]
+    return deployment_id
+
+
+@app.command()
+def logs(
+    target: str = typer.Argument(..., help="Deployment id or model name."),
+    tail: int = typer.Option(200, help="Lines per replica."),
+) -> None:
+    """Print the recent log lines of a deployment's replicas (including failed ones)."""
+    client = _client()
+    result = client.logs(_resolve_deployment(client, target), tail=tail)
+    for replica in result.get("data", []):
+        console.rule(f"{replica.get('replica_id')} ({replica.get('state', '?')})")
+        sys.stdout.write(replica.get("logs", "") + "\n")
+
+
+@app.command()
+def scale(
+    target: str = typer.Argument(..., help="Deployment id or model name."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", "-r", help="Desired replica count now."),
+    min_replica: Optional[int] = typer.Option(None, "--min", help="Autoscaling min_replica."),
+    max_replica: Optional[int] = typer.Option(None, "--max", help="Autoscaling max_replica."),
+    concurrency_target: Optional[int] = typer.Option(None, help="Autoscaling concurrency_target."),
+    scale_down_delay: Optional[str] = typer.Option(None, help="Autoscaling scale_down_delay, e.g. 60s."),
+) -> None:
+    """Set a deployment's replica count or autoscaling settings."""
+    client = _client()
+    deployment_id = _resolve_deployment(client, target)
+    settings = {k: v for k, v in {"min_replica": min_replica, "max_replica": max_replica,
+                                  "concurrency_target": concurrency_target,
+                                  "scale_down_delay": scale_down_delay}.items() if v is not None}
+    if settings:
+        client.set_autoscaling(deployment_id, **settings)
+    if replicas is not None:
+        client.scale(deployment_id, replicas)
+    if not settings and replicas is None:
+        raise SlipwayError("nothing to change: pass --replicas N or an autoscaling option (--min, --max, ...)")
+    console.print(f"[green]Updated[/] {deployment_id}")
+
+
+@app.command()
+def promote(
+    model: str = typer.Argument(..., help="Model name."),
+    deployment: str = typer.Option(..., "--deployment", help="Deployment id or number to promote."),
+    env: str = typer.Option("production", "--env", help="Environment to promote into."),
+) -> None:
+    """Point an environment (production by default) at a deployment."""
+    client = _client()
+    if deployment.isdigit():
+        result = client.promote(model, number=int(deployment), environment=env)
+    else:
+        result = client.promote(model, deployment_id=deployment, environment=env)
+    console.print(f"[green]Promoted[/] {model} {env} -> {result.get('deployment_id', deployment)}")
+
+
+@app.command()
+def rollback(
+    model: str = typer.Argument(..., help="Model name."),
+    env: str = typer.Option("production", "--env", help="Environment to roll back."),
+) -> None:
+    """Re-promote the environment's previous deployment."""
+    result = _client().rollback(model, environment=env)
+    console.print(f"[green]Rolled back[/] {model} {env} -> {result.get('deployment_id')}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option("", help="A label for the key."),
+    scope: list[str] = typer.Option(["invoke"], "--scope", help="admin | invoke | metrics (repeatable)."),
+    model: list[str] = typer.Option([], "--model", help="Limit an invoke key to these models (repeatable)."),
+) -> None:
+    """Create an API key; its secret is shown once."""
+    key = _client().create_key(name=name, scopes=scope, models=model or None)
+    console.print(f"Key [bold]{key['id']}[/] ({', '.join(key['scopes'])}) — store it now, it is not shown again:")
+    print(key["key"])
+
+
+@keys_app.command("ls")
+def keys_list() -> None:
+    """List the workspace's keys (never their secrets)."""
+    table = Table("id", "name", "prefix", "scopes", "models", "created", "revoked")
+    for key in _client().keys():
+        table.add_row(key["id"], key.get("name") or "", key.get("prefix", ""), ",".join(key["scopes"]),
+                      ",".join(key.get("models") or []) or "all", str(key.get("created_at", "")),
+                      str(key.get("revoked_at") or ""))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="Key id (from slipway keys ls).")) -> None:
+    """Revoke a key; it stops working at once."""
+    _client().revoke_key(key_id)
+    console.print(f"[green]Revoked[/] {key_id}")
+
+
+@app.command()
+def usage(
+    group_by: str = typer.Option("model", help="Comma list of model, key, day."),
+    start: Optional[str] = typer.Option(None, help="From this date/time (ISO 8601)."),
+    end: Optional[str] = typer.Option(None, help="Until this date/time (ISO 8601)."),
+) -> None:
+    """Aggregate usage (requests, input and output units, latency) by model, key and day."""
+    rows = _client().usage(group_by=group_by, start=start, end=end)
+    if not rows:
+        console.print("No usage yet.")
+        return
+    columns = list(rows[0].keys())
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: run the Typer app, turning slipway errors into one clear line."""
+    try:
+        app(standalone_mode=False)
+    except SlipwayError as exc:
+        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected: still one line
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        err_console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

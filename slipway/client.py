@@ -1,0 +1,211 @@
+"""The Python SDK: `slipway.Client`, a thin typed wrapper over the management API and gateway.
+
+    client = slipway.Client()                       # SLIPWAY_URL / SLIPWAY_API_KEY or ~/.slipway/admin.key
+    deployment = client.deploy("examples/minilm", promote=True)
+    client.wait_ready(deployment["id"])
+    client.predict("echo", {"text": "hi"})
+
+Errors from the server come back as `slipway.errors` exceptions carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from slipway.errors import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    SlipwayError,
+    SpecError,
+    UpstreamError,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Files and folders never shipped in a package snapshot.
+_SKIP_NAMES = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache", ".DS_Store"}
+
+
+def slipway_home() -> Path:
+    return Path(os.environ.get("SLIPWAY_HOME") or Path.home() / ".slipway").expanduser()
+
+
+def default_api_key() -> str | None:
+    key = os.environ.get("SLIPWAY_API_KEY")
+    if key:
+        return key.strip()
+    path = slipway_home() / "admin.key"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def pack_package(path: str | Path) -> bytes:
+    """A deterministic .tar.gz of a package folder: same files, same bytes (so the same hash)."""
+    root = Path(path)
+    if not (root / "slipway.yaml").is_file():
+        raise SpecError(f"{root}: no slipway.yaml here; point at a package folder (slipway init NAME makes one)")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for file in sorted(root.rglob("*")):
+            rel = file.relative_to(root)
+            if any(part in _SKIP_NAMES or part.endswith(".pyc") for part in rel.parts):
+                continue
+            if file.is_symlink() or not file.is_file():
+                continue
+            info = tarfile.TarInfo(rel.as_posix())
+            data = file.read_bytes()
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def package_digest(path: str | Path) -> str:
+    return hashlib.sha256(pack_package(path)).hexdigest()
+
+
+_ERRORS_BY_STATUS: dict[int, type[SlipwayError]] = {
+    400: SpecError, 401: AuthError, 403: PermissionDeniedError, 404: NotFoundError, 409: ConflictError,
+    413: SpecError, 422: SpecError,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message") or response.text
+    except ValueError:
+        message = response.text or response.reason_phrase
+    cls = _ERRORS_BY_STATUS.get(response.status_code, UpstreamError)
+    if cls is SpecError:
+        raise SpecError(message)
+    raise cls(message)
+
+
+class Client:
+    """Talks to one slipway control plane + gateway (`slipway up` serves both on one URL)."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("SLIPWAY_URL") or DEFAULT_URL).rstrip("/")
+        self.api_key = api_key or default_api_key()
+        if not self.api_key:
+            raise AuthError(
+                "no API key: set SLIPWAY_API_KEY, pass api_key=, or run `slipway up` once "
+                f"(it saves the admin key to {slipway_home() / 'admin.key'})"
+            )
+        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {self.api_key}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise SlipwayError(f"cannot reach slipway at {self.url}; is `slipway up` running?") from None
+        _raise_for(response)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    # Deployments -------------------------------------------------------------------------
+    def deploy(self, path: str | Path, *, environment: str | None = None, promote: bool = False) -> dict:
+        params: dict[str, Any] = {"promote": str(promote).lower()}
+        if environment:
+            params["environment"] = environment
+        return self._request("POST", "/api/v1/deployments", content=pack_package(path), params=params,
+                             headers={"Content-Type": "application/gzip"})
+
+    def models(self) -> list[dict]:
+        return self._request("GET", "/api/v1/models")["data"]
+
+    def model(self, name: str) -> dict:
+        return self._request("GET", f"/api/v1/models/{name}")
+
+    def deployment(self, deployment_id: str) -> dict:
+        return self._request("GET", f"/api/v1/deployments/{deployment_id}")
+
+    def deactivate(self, deployment_id: str) -> dict:
+        return self._request("DELETE", f"/api/v1/deployments/{deployment_id}")
+
+    def replicas(self, deployment_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v1/deployments/{deployment_id}/replicas")["data"]
+
+    def logs(self, deployment_id: str, *, tail: int = 200) -> dict:
+        return self._request("GET", f"/api/v1/deployments/{deployment_id}/logs", params={"tail": tail})
+
+    def scale(self, deployment_id: str, replicas: int) -> dict:
+        return self._request("POST", f"/api/v1/deployments/{deployment_id}/scale", json={"replicas": replicas})
+
+    def set_autoscaling(self, deployment_id: str, **settings: Any) -> dict:
+        return self._request("PATCH", f"/api/v1/deployments/{deployment_id}/autoscaling", json=settings)
+
+    def promote(self, model: str, *, deployment_id: str | None = None, number: int | None = None,
+                environment: str = "production") -> dict:
+        body = {"deployment_id": deployment_id} if deployment_id else {"number": number}
+        return self._request("POST", f"/api/v1/models/{model}/environments/{environment}/promote", json=body)
+
+    def rollback(self, model: str, *, environment: str = "production") -> dict:
+        return self._request("POST", f"/api/v1/models/{model}/environments/{environment}/rollback")
+
+    def wait_ready(self, deployment_id: str, *, timeout: float = 300.0, interval: float = 0.25) -> dict:
+        """Poll until the deployment is active (a replica is ready); raise if it failed or timed out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.deployment(deployment_id)
+            if deployment["status"] == "active":
+                return deployment
+            if deployment["status"] == "failed":
+                raise SlipwayError(
+                    f"deployment {deployment_id} failed: {deployment.get('status_detail') or 'see slipway logs'}"
+                )
+            if time.monotonic() > deadline:
+                raise SlipwayError(f"deployment {deployment_id} not ready after {timeout:.0f}s; see slipway logs")
+            time.sleep(interval)
+
+    # Keys and usage ----------------------------------------------------------------------
+    def create_key(self, *, name: str = "", scopes: list[str] | None = None, models: list[str] | None = None) -> dict:
+        return self._request("POST", "/api/v1/keys",
+                             json={"name": name, "scopes": scopes or ["invoke"], "models": models})
+
+    def keys(self) -> list[dict]:
+        return self._request("GET", "/api/v1/keys")["data"]
+
+    def revoke_key(self, key_id: str) -> dict:
+        return self._request("DELETE", f"/api/v1/keys/{key_id}")
+
+    def usage(self, *, group_by: str = "model", start: str | None = None, end: str | None = None) -> list[dict]:
+        params = {k: v for k, v in {"group_by": group_by, "start": start, "end": end}.items() if v}
+        return self._request("GET", "/api/v1/usage", params=params)["data"]
+
+    # Inference -----------------------------------------------------------------------------
+    def predict(self, model: str, body: Any, *, environment: str | None = None) -> Any:
+        path = f"/models/{model}/environments/{environment}/predict" if environment else f"/models/{model}/predict"
+        return self._request("POST", path, json=body)
+
+    def predict_stream(self, model: str, body: Any) -> Iterator[str]:
+        with self._http.stream("POST", f"/models/{model}/predict", json=body) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            yield from response.iter_text()
