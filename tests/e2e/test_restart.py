@@ -1,0 +1,57 @@
+"""Acceptance: restart `slipway up`; state is intact and replicas are neither orphaned nor doubled."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.e2e.conftest import EXAMPLES, pid_alive, replica_pids
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_restart_keeps_state_and_adopts_replicas(make_slipway):
+    node = make_slipway()
+    node.start()
+    node.cli("deploy", str(EXAMPLES / "echo"), "--promote")
+    node.cli("deploy", str(EXAMPLES / "echo"), "--env", "staging")
+    invoke_key = node.cli("keys", "create", "--scope", "invoke").stdout.strip().splitlines()[-1]
+    with node.http(invoke_key) as http:
+        for _ in range(5):
+            assert http.post("/models/echo/predict", json={"text": "x"}).status_code == 200
+    with node.http() as http:
+        before_model = http.get("/api/v1/models/echo").json()
+        before_keys = http.get("/api/v1/keys").json()["data"]
+        _wait(lambda: http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"], 10, "usage rows")
+        before_usage = http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"]
+    pids_before = replica_pids(node.home)
+    assert len(pids_before) == 2, pids_before
+
+    # A crash: the control plane dies, its replicas live on and are adopted by the next one.
+    node.stop(signal.SIGKILL)
+    assert all(pid_alive(pid) for pid in pids_before)
+    node.start()
+    with node.http() as http:
+        assert http.get("/api/v1/models/echo").json()["environments"] == before_model["environments"]
+        assert [k["id"] for k in http.get("/api/v1/keys").json()["data"]] == [k["id"] for k in before_keys]
+        assert http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"] == before_usage
+    with node.http(invoke_key) as http:
+        assert http.post("/models/echo/predict", json={"text": "after"}).status_code == 200
+    time.sleep(3)  # a few reconciler ticks: it must not start duplicates
+    assert replica_pids(node.home) == pids_before
+
+    # A clean stop: no replica outlives it; the next start brings them back.
+    assert node.stop(signal.SIGINT) == 0
+    _wait(lambda: not replica_pids(node.home), 30, "replicas to stop")
+    node.start()
+    with node.http(invoke_key) as http:
+        _wait(lambda: http.post("/models/echo/predict", json={"text": "x"}).status_code == 200, 60, "echo to serve")
+    assert len(replica_pids(node.home)) == 2
