@@ -1,0 +1,294 @@
+"""The replica's ASGI app: one runtime behind health, work, metrics and drain routes.
+
+    GET  /health/live            200 as soon as the process answers
+    GET  /health/ready           200 when loaded and not draining, else 503
+    POST /predict                the runtime's predict: JSON in, JSON or an SSE stream out
+    POST /v1/embeddings          OpenAI embeddings
+    POST /v1/chat/completions    OpenAI chat (kind llm; 404 in OpenAI shape otherwise)
+    POST /v1/completions         OpenAI completions (kind llm; 404 otherwise)
+    GET  /metrics                Prometheus text
+    GET  /stats                  JSON: kind, ready, draining, in_flight, requests_total + runtime stats
+    POST /drain                  stop taking new work; in-flight work finishes
+
+Raw ASGI with a dict lookup per request keeps the hot path short. Work routes refuse with 503
+and `Retry-After: 1` while loading or draining; every error is in the OpenAI error shape. A
+model's exception becomes a 500 carrying its message (the traceback goes to the log), never a
+crash of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from pydantic import ValidationError
+
+from slipway.errors import SlipwayError
+from slipway.observe import request_id_var
+from slipway.runtimes import Runtime, create_runtime, is_stream
+from slipway.runtimes.base import BadRequestError, bad_request_from_validation
+from slipway.server.http import (
+    Receive, Send, dumps, error_payload, parse_json, read_body, send_bytes, send_json, send_stream,
+)
+from slipway.server.metrics import ReplicaMetrics
+from slipway.server.state import ServingState
+from slipway.spec.openai import EmbeddingsRequest, error_body
+from slipway.spec.package import PackageSpec
+
+log = logging.getLogger(__name__)
+
+# Bodies larger than this are refused with 413 before they are parsed.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# Requests in flight at once; past it new work gets 503 and Retry-After.
+DEFAULT_MAX_IN_FLIGHT = 1024
+RETRY_AFTER = [(b"retry-after", b"1")]
+
+WorkHandler = Callable[[Any], Awaitable[Any]]
+
+
+class ReplicaApp:
+    """ASGI app serving one package; `state` says where it stands, `runtime` is set once loaded."""
+
+    def __init__(self, spec: PackageSpec, package_dir: Path, *, replica_id: str = "local",
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 on_load_failed: Callable[[BaseException], None] | None = None) -> None:
+        self.spec = spec
+        self.package_dir = Path(package_dir)
+        self.replica_id = replica_id
+        self.max_body_bytes = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.on_load_failed = on_load_failed
+        self.state = ServingState()
+        self.metrics = ReplicaMetrics()
+        self.runtime: Runtime | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._work: dict[str, tuple[str, WorkHandler]] = {
+            "/predict": ("predict", self._predict),
+            "/v1/embeddings": ("embeddings", self._embeddings),
+            "/v1/chat/completions": ("chat.completions", self._chat_completions),
+            "/v1/completions": ("completions", self._completions),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_loading(self) -> asyncio.Task[None]:
+        """Build and load the runtime in the background; the routes answer meanwhile."""
+        if self._load_task is None:
+            self._load_task = asyncio.get_running_loop().create_task(self._load(), name="load-runtime")
+        return self._load_task
+
+    async def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            runtime = create_runtime(self.spec, self.package_dir)
+            await runtime.load()
+        except BaseException as exc:  # noqa: BLE001 - any failure to load is the package's failure
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self.state.load_error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.error("load failed: %s", self.state.load_error)
+            if self.on_load_failed is not None:
+                self.on_load_failed(exc)
+            return
+        self.runtime = runtime
+        self.state.mark_loaded()
+        self.metrics.ready.set(0 if self.state.draining else 1)
+        log.info("model loaded", extra={"model": self.spec.name, "kind": self.spec.kind,
+                                        "load_seconds": round(time.monotonic() - started, 3)})
+
+    def drain(self) -> None:
+        """Refuse new work from now on; in-flight work finishes."""
+        if not self.state.draining:
+            log.info("draining", extra={"in_flight": self.state.in_flight})
+        self.state.draining = True
+        self.metrics.ready.set(0)
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.runtime is not None:
+            await self.runtime.close()
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path, method = scope["path"], scope["method"]
+            work = self._work.get(path)
+            if work is not None:
+                if method != "POST":
+                    await send_json(send, 405, error_body(f"{path} takes POST, not {method}", code="method_not_allowed"))
+                    return
+                await self._serve_work(work[0], work[1], scope, receive, send)
+            else:
+                await self._serve_control(path, method, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _serve_control(self, path: str, method: str, receive: Receive, send: Send) -> None:
+        if path == "/health/live" and method == "GET":
+            await send_json(send, 200, b'{"live":true}')
+        elif path == "/health/ready" and method == "GET":
+            ready = self.state.ready
+            await send_json(send, 200 if ready else 503, {"ready": ready, "state": self.state.phase})
+        elif path == "/metrics" and method == "GET":
+            self.metrics.in_flight.set(self.state.in_flight)
+            await send_bytes(send, 200, self.metrics.render(), self.metrics.content_type)
+        elif path == "/stats" and method == "GET":
+            await send_json(send, 200, self.stats())
+        elif path == "/drain" and method == "POST":
+            await read_body(receive, self.max_body_bytes)
+            self.drain()
+            await send_json(send, 200, {"draining": True, "in_flight": self.state.in_flight})
+        else:
+            await send_json(send, 404, error_body(
+                f"no route {method} {path} on this replica; it serves /predict, /v1/embeddings, "
+                "/v1/chat/completions, /v1/completions, /health/live, /health/ready, /metrics, /stats, /drain",
+                code="not_found"))
+
+    def stats(self) -> dict[str, Any]:
+        runtime_stats = self.runtime.stats() if self.runtime is not None else {}
+        return {
+            **runtime_stats,
+            "replica_id": self.replica_id,
+            "model": self.spec.name,
+            "kind": self.spec.kind,
+            "state": self.state.phase,
+            "ready": self.state.ready,
+            "draining": self.state.draining,
+            "in_flight": self.state.in_flight,
+            "requests_total": self.state.requests_total,
+            "load_error": self.state.load_error,
+        }
+
+    # -- work routes -----------------------------------------------------------------------
+
+    def _refusal(self) -> tuple[str, str] | None:
+        """(code, message) when new work must be refused with 503 now."""
+        if self.state.draining:
+            return "draining", "this replica is draining and takes no new requests; retry, another replica will answer"
+        if self.state.load_error is not None:
+            return "load_failed", f"this replica failed to load its model: {self.state.load_error}"
+        if not self.state.loaded:
+            return "loading", "this replica is still loading its model; retry shortly"
+        if self.state.in_flight >= self.max_in_flight:
+            return "overloaded", f"this replica has {self.state.in_flight} requests in flight (its limit); retry shortly"
+        return None
+
+    async def _serve_work(self, route: str, handler: WorkHandler, scope: dict[str, Any],
+                          receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = _header(scope, b"x-request-id")
+        token = request_id_var.set(request_id)
+        echo = [(b"x-request-id", request_id.encode())] if request_id else []
+        refusal = self._refusal()
+        if refusal is not None:
+            await send_json(send, 503, error_body(refusal[1], type="server_error", code=refusal[0]),
+                            [*RETRY_AFTER, *echo])
+            self.metrics.observe(route, 503, time.perf_counter() - started)
+            request_id_var.reset(token)
+            return
+        self.state.begin()
+        self.metrics.in_flight.inc()
+        status = 500
+        try:
+            status = await self._answer(handler, receive, send, echo)
+        finally:
+            self.state.end()
+            self.metrics.in_flight.dec()
+            self.metrics.observe(route, status, time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    async def _answer(self, handler: WorkHandler, receive: Receive, send: Send,
+                      echo: list[tuple[bytes, bytes]]) -> int:
+        """Run one request to its last byte; returns the HTTP status sent."""
+        try:
+            body = parse_json(await read_body(receive, self.max_body_bytes))
+            result = await handler(body)
+            if not is_stream(result):
+                payload = dumps(result)
+            else:
+                stream = result.__aiter__()
+                try:
+                    # The first chunk before the headers: a model failing at once gets a real 500.
+                    try:
+                        first = await stream.__anext__()
+                    except StopAsyncIteration:  # an empty stream is still a stream: just [DONE]
+                        first = b""
+                    failure = await send_stream(send, receive, first, stream, echo)
+                finally:
+                    await _close(stream)
+                if failure is not None:
+                    log.error("stream failed after it started: %s", failure, exc_info=failure)
+                return 200
+        except SlipwayError as exc:
+            if exc.status_code >= 500:
+                log.error("request failed: %s", exc.message, exc_info=exc)
+            await send_json(send, exc.status_code, error_payload(exc), echo)
+            return exc.status_code
+        except Exception as exc:  # noqa: BLE001 - the model's failure is the request's, not the server's
+            log.error("model raised %s: %s", type(exc).__name__, exc, exc_info=exc)
+            await send_json(send, 500, error_body(f"the model raised {type(exc).__name__}: {exc}",
+                                                  type="server_error", code="model_error"), echo)
+            return 500
+        await send_json(send, 200, payload, echo)
+        return 200
+
+    async def _predict(self, body: Any) -> Any:
+        assert self.runtime is not None
+        return await self.runtime.predict(body)
+
+    async def _embeddings(self, body: Any) -> Any:
+        assert self.runtime is not None
+        if not isinstance(body, dict):
+            raise BadRequestError(f"the body must be a JSON object with 'model' and 'input', not {type(body).__name__}")
+        try:
+            request = EmbeddingsRequest.model_validate(body)
+        except ValidationError as exc:
+            raise bad_request_from_validation(exc) from None
+        return await self.runtime.embeddings(request)
+
+    async def _chat_completions(self, body: Any) -> Any:
+        assert self.runtime is not None
+        return await self.runtime.chat_completions(_object(body))
+
+    async def _completions(self, body: Any) -> Any:
+        assert self.runtime is not None
+        return await self.runtime.completions(_object(body))
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequestError(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _close(stream: Any) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - a generator failing while closing changes nothing sent
+            log.warning("closing a stream raised", exc_info=True)
