@@ -8,6 +8,7 @@ otherwise, so on a laptop every command just works.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from slipway.errors import SlipwayError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Slipway: package, deploy and serve models.")
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
+bench_app = typer.Typer(no_args_is_help=True, help="Load-test an OpenAI-compatible server.")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -248,6 +251,49 @@ def usage(
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
     console.print(table)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    base_url: str = typer.Option("http://127.0.0.1:8000", "--base-url", help="Server to load."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (default: the first /v1/models lists)."),
+    endpoint: str = typer.Option("chat", "--endpoint", help="chat | completions"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Bearer key (default $SLIPWAY_API_KEY)."),
+    dataset: str = typer.Option("random", "--dataset", help="random | multi-turn | trace"),
+    num_prompts: int = typer.Option(100, help="Requests to send."),
+    input_len: int = typer.Option(256, help="Prompt tokens (random dataset)."),
+    output_len: int = typer.Option(128, help="Output tokens (random dataset)."),
+    range_ratio: float = typer.Option(0.0, help="Spread of random lengths around the mean (0..1)."),
+    prefix_len: int = typer.Option(0, help="Tokens of prefix shared by every random prompt."),
+    num_conversations: int = typer.Option(8, help="Chats in the multi-turn dataset."),
+    num_turns: int = typer.Option(4, help="Turns per chat in the multi-turn dataset."),
+    tokenizer: Optional[Path] = typer.Option(None, help="Folder with tokenizer.json, for exact lengths."),
+    trace: Optional[Path] = typer.Option(None, help="Azure CSV or Mooncake JSONL trace for arrivals and lengths."),
+    trace_speedup: float = typer.Option(1.0, help="Replay the trace this many times faster."),
+    trace_max_requests: int = typer.Option(1000, help="Most trace rows to replay."),
+    trace_block_size: int = typer.Option(512, help="Tokens per Mooncake hash block after scaling."),
+    max_total_len: int = typer.Option(2048, help="Scale trace lengths to fit this context."),
+    arrival: Optional[str] = typer.Option(None, help="rate | trace (default: trace when --trace is given)."),
+    request_rate: float = typer.Option(math.inf, help="Poisson requests/s (inf: all at once)."),
+    burstiness: float = typer.Option(1.0, help="Gamma shape of inter-arrival times (1 = Poisson)."),
+    max_concurrency: Optional[int] = typer.Option(None, help="Closed loop: at most this many in flight."),
+    goodput: list[str] = typer.Option([], "--goodput", help="SLOs in ms, e.g. 'ttft:500 tpot:50'."),
+    ignore_eos: bool = typer.Option(True, "--ignore-eos/--no-ignore-eos", help="Ask for exact output lengths."),
+    seed: int = typer.Option(0, help="Seed for datasets and arrivals."),
+    request_timeout: float = typer.Option(600.0, help="Seconds before one request counts as failed."),
+    out: Optional[Path] = typer.Option(None, help="Write the full JSON report here."),
+) -> None:
+    """Benchmark an OpenAI-compatible server: TTFT, TPOT, ITL, E2E, throughput, goodput."""
+    from slipway.bench import bench_command
+
+    bench_command(base_url=base_url, model=model, endpoint=endpoint, api_key=api_key, dataset=dataset,
+                  num_prompts=num_prompts, input_len=input_len, output_len=output_len, range_ratio=range_ratio,
+                  prefix_len=prefix_len, num_conversations=num_conversations, num_turns=num_turns,
+                  tokenizer=tokenizer, trace=trace, trace_speedup=trace_speedup,
+                  trace_max_requests=trace_max_requests, trace_block_size=trace_block_size,
+                  max_total_len=max_total_len, arrival=arrival, request_rate=request_rate, burstiness=burstiness,
+                  max_concurrency=max_concurrency, goodput=goodput, ignore_eos=ignore_eos, seed=seed,
+                  request_timeout_s=request_timeout, out=out, console=console)
 
 
 def main() -> None:
