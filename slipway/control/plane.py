@@ -1,0 +1,310 @@
+"""The control plane: desired state in the store, a loop that makes the replicas match it.
+
+    ControlPlane
+      store       desired state (deployments, environments, keys) and what was observed (replicas)
+      reconciler  starts/stops replicas through the backend so they match the desired counts
+      snapshots   the routing snapshot gateways read (SnapshotPublisher)
+
+Each tick: running deployments -> `DesiredDeployment`s -> `reconciler.tick` -> replica rows,
+deployment status (failed with the reason, or active once a replica is ready), waiting
+promotions finished -> state version bumped and a new snapshot published if anything changed.
+A tick that raises is logged and the loop goes on.
+
+The management operations (deploy, promote, scale, keys, ...) are synchronous: they run in
+worker threads, change the store in one transaction, then publish a snapshot and wake the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from slipway.backends.base import Backend
+from slipway.control import promotion, scaling
+from slipway.control.auth import KeyAuthenticator, Principal
+from slipway.control.config import ControlConfig
+from slipway.control.deploy import DeployResult, deploy, target_environment
+from slipway.control.keys import CreatedKey, bootstrap, create_key, create_workspace
+from slipway.control.reconciler import DesiredDeployment, ReconcileReport, Reconciler
+from slipway.control.snapshot import SnapshotPublisher, build_snapshot
+from slipway.errors import ConflictError, NotFoundError, SpecError
+from slipway.spec.package import PackageSpec, parse_memory
+from slipway.spec.replica import ReplicaState
+from slipway.spec.snapshot import RoutingSnapshot
+from slipway.store import DeploymentRow, EnvironmentRow, KeyRow, ModelRow, ReplicaRow, Store, WorkspaceRow
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    """Owns the store, the backend, the reconciler and the snapshot publisher of one slipway."""
+
+    def __init__(self, store: Store, backend: Backend, *, home: Path, config: ControlConfig | None = None,
+                 reconciler: Reconciler | None = None) -> None:
+        self.store = store
+        self.backend = backend
+        self.reconciler = reconciler or Reconciler(backend)
+        self.home = Path(home)
+        self.config = config or ControlConfig()
+        self.snapshots = SnapshotPublisher()
+        self.authenticator = KeyAuthenticator(store, ttl_seconds=self.config.key_cache_seconds,
+                                              max_entries=self.config.key_cache_entries)
+        # The bootstrap workspace; its admins may read every workspace's routing snapshot.
+        self.system_workspace_id: str | None = None
+        self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._last_error: str | None = None
+        # Set when publishing after a change failed; the next tick publishes again.
+        self._publish_due = False
+
+    # Lifecycle ---------------------------------------------------------------------------
+    def bootstrap(self) -> tuple[WorkspaceRow, str | None]:
+        """The default workspace and admin key (saved to home/admin.key); the secret only when new."""
+        workspace, secret = bootstrap(self.store, self.home, time.time())
+        self.system_workspace_id = workspace.id
+        self._changed()
+        return workspace, secret
+
+    async def start(self) -> None:
+        """Adopt the replicas the backend already runs and publish the first snapshot."""
+        self._bind_loop()
+        await self.reconciler.start()
+        await asyncio.to_thread(self.publish)
+        self._started = True
+
+    async def run_forever(self, interval: float | None = None) -> None:
+        """Tick every `interval` seconds (or sooner when a change wakes it) until cancelled."""
+        interval = interval or self.config.tick_interval
+        self._bind_loop()
+        assert self._wake is not None
+        while True:
+            try:
+                if not self._started:
+                    await self.start()
+                await self.tick(time.time())
+                self._last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                if message != self._last_error:
+                    log.exception("control loop tick failed; retrying every %.1fs", interval)
+                else:
+                    log.warning("control loop tick failed again: %s", message)
+                self._last_error = message
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def tick(self, now: float) -> bool:
+        """One pass of the loop; True if anything a gateway sees changed."""
+        running = await asyncio.to_thread(self.store.deployments.list_running)
+        report = await self.reconciler.tick([self._desired(d) for d in running], now)
+        changed = await asyncio.to_thread(self._record, report, now)
+        if changed or self._publish_due:
+            self._publish_due = False
+            await asyncio.to_thread(self.publish)
+        return changed
+
+    async def shutdown(self, *, stop_replicas: bool) -> None:
+        """Stop the reconciler (and with `stop_replicas`, every replica), then close the backend."""
+        try:
+            await self.reconciler.shutdown(stop_replicas=stop_replicas)
+            if stop_replicas:
+                await asyncio.to_thread(self._record_all_stopped, time.time())
+        finally:
+            await self.backend.close()
+
+    def publish(self) -> RoutingSnapshot:
+        """Build the snapshot from the store and publish it (older versions are ignored)."""
+        snapshot = build_snapshot(self.store)
+        self.snapshots.publish(snapshot)
+        return self.snapshots.current()
+
+    def authenticate(self, secret: str) -> Principal:
+        return self.authenticator.authenticate(secret)
+
+    # Reads -------------------------------------------------------------------------------
+    def get_model(self, workspace_id: str, name: str) -> ModelRow:
+        model = self.store.models.get(workspace_id, name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} not found; `slipway ls` lists your models")
+        return model
+
+    def get_deployment(self, workspace_id: str, deployment_id: str) -> DeploymentRow:
+        deployment = self.store.deployments.get(deployment_id, workspace_id=workspace_id)
+        if deployment is None:
+            raise NotFoundError(f"deployment {deployment_id!r} not found; `slipway ls` lists your deployments")
+        return deployment
+
+    async def logs(self, workspace_id: str, deployment_id: str, *, tail: int) -> list[tuple[ReplicaRow, str]]:
+        """Each replica's last `tail` log lines, most recently started first (failed and stopped ones too)."""
+        deployment = await asyncio.to_thread(self.get_deployment, workspace_id, deployment_id)
+        replicas = await asyncio.to_thread(self.store.replicas.list, deployment.id, include_stopped=True)
+        results = []
+        for replica in replicas:
+            try:
+                text = await self.backend.logs(replica.id, tail=tail)
+            except Exception as exc:  # one unreadable log must not hide the others
+                text = f"(logs unavailable: {type(exc).__name__}: {exc})"
+            results.append((replica, text))
+        return results
+
+    # Operations (synchronous: call from a worker thread) -----------------------------------
+    def deploy(self, workspace_id: str, package: bytes, *, environment: str | None = None,
+               promote: bool = False) -> DeployResult:
+        result = deploy(self.store, self.home, workspace_id, package, environment=environment, promote=promote,
+                        now=time.time(), limits=self.config.packages)
+        log.info("deployed %s #%d as %s into %s", result.deployment.model_name, result.deployment.number,
+                 result.deployment.id, result.environment.name)
+        self._changed()
+        return result
+
+    def deactivate(self, workspace_id: str, deployment_id: str) -> DeploymentRow:
+        return self._change_deployment(workspace_id, deployment_id,
+                                       lambda tx, d, now: scaling.deactivate(tx, d, now))
+
+    def scale(self, workspace_id: str, deployment_id: str, replicas: int) -> DeploymentRow:
+        return self._change_deployment(workspace_id, deployment_id, lambda tx, d, now: scaling.scale(
+            tx, d, replicas, now, max_replicas=self.config.max_replicas))
+
+    def set_autoscaling(self, workspace_id: str, deployment_id: str, changes: dict[str, Any]) -> DeploymentRow:
+        return self._change_deployment(workspace_id, deployment_id,
+                                       lambda tx, d, now: scaling.set_autoscaling(tx, d, changes, now))
+
+    def create_environment(self, workspace_id: str, model_name: str, name: str) -> EnvironmentRow:
+        target_environment(name, False)  # validates the name
+        with self.store.transaction() as tx:
+            model = self._model_in(tx, workspace_id, model_name)
+            if tx.environments.get(model.id, name) is not None:
+                raise ConflictError(f"model {model_name!r} already has an environment {name!r}")
+            environment = tx.environments.ensure(model.id, name, time.time())
+            tx.state.bump()
+        self._changed()
+        return environment
+
+    def promote(self, workspace_id: str, model_name: str, environment: str, *, deployment_id: str | None = None,
+                number: int | None = None) -> tuple[EnvironmentRow, DeploymentRow]:
+        """Point the environment at a deployment (by id or number); it takes over once ready."""
+        if (deployment_id is None) == (number is None):
+            raise SpecError("give either deployment_id or number of the deployment to promote",
+                            code="invalid_request")
+        now = time.time()
+        with self.store.transaction() as tx:
+            model = self._model_in(tx, workspace_id, model_name)
+            target = (tx.deployments.get(deployment_id, workspace_id=workspace_id) if deployment_id
+                      else tx.deployments.get_by_number(model.id, number))
+            if target is None or target.model_id != model.id:
+                which = deployment_id or f"#{number}"
+                raise NotFoundError(f"model {model_name!r} has no deployment {which}; see GET /api/v1/models/{model_name}")
+            result = promotion.promote(tx, model, environment, target, now)
+            target = tx.deployments.get(target.id)
+            tx.state.bump()
+        self._changed()
+        return result, target
+
+    def rollback(self, workspace_id: str, model_name: str, environment: str) -> tuple[EnvironmentRow, DeploymentRow]:
+        with self.store.transaction() as tx:
+            model = self._model_in(tx, workspace_id, model_name)
+            result, target_id = promotion.rollback(tx, model, environment, time.time())
+            target = tx.deployments.get(target_id)
+            tx.state.bump()
+        self._changed()
+        return result, target
+
+    def create_key(self, workspace_id: str, *, name: str, scopes: list[str], models: list[str] | None) -> CreatedKey:
+        created = create_key(self.store, workspace_id, name=name, scopes=scopes, models=models, now=time.time())
+        self._changed()
+        return created
+
+    def revoke_key(self, workspace_id: str, key_id: str) -> KeyRow:
+        with self.store.transaction() as tx:
+            row = tx.keys.revoke(workspace_id, key_id, time.time())
+            if row is None:
+                raise NotFoundError(f"key {key_id!r} not found; `slipway keys ls` lists your keys")
+            tx.state.bump()
+        self.authenticator.forget(key_id)
+        self._changed()
+        return row
+
+    def create_workspace(self, name: str) -> tuple[WorkspaceRow, CreatedKey]:
+        result = create_workspace(self.store, name, time.time())
+        self._changed()
+        return result
+
+    # Internals ---------------------------------------------------------------------------
+    def _desired(self, deployment: DeploymentRow) -> DesiredDeployment:
+        spec = PackageSpec.model_validate(deployment.spec)
+        return DesiredDeployment(
+            deployment_id=deployment.id, replicas=deployment.desired_replicas, package_dir=deployment.package_dir,
+            env=dict(spec.runtime.env), cpu=spec.resources.cpu, memory_bytes=parse_memory(spec.resources.memory),
+        )
+
+    def _record(self, report: ReconcileReport, now: float) -> bool:
+        """Write one reconcile report: replica rows, failed/active status, finished promotions."""
+        ready = {r.deployment_id for r in report.replicas if r.state == ReplicaState.READY}
+        with self.store.transaction() as tx:
+            changed = tx.replicas.sync(report.replicas, now)
+            for deployment_id, reason in report.failed.items():
+                deployment = tx.deployments.get(deployment_id)
+                if deployment is not None and deployment.status in ("deploying", "active"):
+                    log.warning("deployment %s failed to load; it will not be restarted", deployment_id)
+                    tx.deployments.update(deployment_id, now, status="failed", status_detail=reason,
+                                          desired_replicas=0)
+                    changed = True
+            for deployment in tx.deployments.list(statuses=("deploying",)):
+                if deployment.id in ready and deployment.id not in report.failed:
+                    tx.deployments.update(deployment.id, now, status="active", status_detail="")
+                    changed = True
+            changed = promotion.resolve_pending(tx, now) or changed
+            if changed:
+                tx.state.bump()
+        return changed
+
+    def _record_all_stopped(self, now: float) -> None:
+        """After stopping every replica: no row may still look live to the next start's first snapshot."""
+        with self.store.transaction() as tx:
+            if tx.replicas.sync([], now):
+                tx.state.bump()
+
+    def _change_deployment(self, workspace_id: str, deployment_id: str, change) -> DeploymentRow:
+        with self.store.transaction() as tx:
+            deployment = tx.deployments.get(deployment_id, workspace_id=workspace_id)
+            if deployment is None:
+                raise NotFoundError(f"deployment {deployment_id!r} not found; `slipway ls` lists your deployments")
+            updated = change(tx, deployment, time.time())
+            tx.state.bump()
+        self._changed()
+        return updated
+
+    @staticmethod
+    def _model_in(tx, workspace_id: str, name: str) -> ModelRow:
+        model = tx.models.get(workspace_id, name)
+        if model is None:
+            raise NotFoundError(f"model {name!r} not found; `slipway ls` lists your models")
+        return model
+
+    def _changed(self) -> None:
+        """After a management change: publish the new snapshot and wake the loop to act on it."""
+        try:
+            self.publish()
+        except Exception:  # the change is committed; the next tick publishes it
+            log.exception("publishing the routing snapshot failed; retrying on the next tick")
+            self._publish_due = True
+        if self._loop is not None and self._wake is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop has closed
+                pass
+
+    def _bind_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._wake = asyncio.Event()

@@ -1,0 +1,1 @@
+"""The management API's routes, one module per resource; each exposes `router(plane) -> APIRouter`."""

@@ -1,0 +1,109 @@
+"""The routing snapshot: built from the store, published to gateways, long-polled by version.
+
+`build_snapshot(store)` reads everything a gateway needs in one transaction: active keys,
+models with the deployment serving each environment, the deployments that can serve, and their
+live replicas. `SnapshotPublisher` holds the newest one and implements the gateway's
+`SnapshotSource` protocol in process:
+
+    current() -> RoutingSnapshot
+    await wait_newer(after_version, timeout) -> RoutingSnapshot   # at once if newer exists
+
+It is thread-safe: `publish` may be called from worker threads while readers wait on event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from slipway.spec.replica import ReplicaState
+from slipway.spec.snapshot import DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot
+from slipway.store import RUNNING_STATUSES, Store
+
+
+def build_snapshot(store: Store) -> RoutingSnapshot:
+    """The routing snapshot as the store has it now, versioned by the store's state version."""
+    with store.transaction() as tx:
+        version = tx.state.version()
+        keys = tx.keys.list_active()
+        models = tx.models.list()
+        environments = tx.environments.list()
+        referenced = {e.deployment_id for e in environments if e.deployment_id}
+        deployments = {d.id: d for d in tx.deployments.list(statuses=RUNNING_STATUSES)}
+        missing = referenced - deployments.keys()
+        if missing:
+            deployments.update({d.id: d for d in tx.deployments.list(ids=sorted(missing))})
+        replicas = tx.replicas.list_live()
+
+    environments_by_model: dict[str, dict[str, str]] = {}
+    for environment in environments:
+        if environment.deployment_id:
+            environments_by_model.setdefault(environment.model_id, {})[environment.name] = environment.deployment_id
+    replicas_by_deployment: dict[str, list[ReplicaEntry]] = {}
+    for replica in replicas:
+        if replica.url:
+            replicas_by_deployment.setdefault(replica.deployment_id, []).append(
+                ReplicaEntry(replica_id=replica.id, url=replica.url, ready=replica.state == ReplicaState.READY.value))
+    return RoutingSnapshot(
+        version=version,
+        keys=[KeyEntry(key_id=k.id, key_hash=k.key_hash, workspace_id=k.workspace_id, scopes=list(k.scopes),
+                       models=list(k.models) if k.models is not None else None) for k in keys],
+        models=[ModelEntry(workspace_id=m.workspace_id, name=m.name, environments=environments_by_model.get(m.id, {}))
+                for m in models],
+        deployments=[
+            DeploymentEntry(
+                deployment_id=d.id, workspace_id=d.workspace_id, model_name=d.model_name, number=d.number,
+                kind=str(d.spec.get("kind", "custom")),
+                status=d.status, routing=d.spec.get("routing", "least_load"), capture=bool(d.spec.get("capture")),
+                replicas=replicas_by_deployment.get(d.id, []),
+            )
+            for d in deployments.values()
+        ],
+    )
+
+
+class SnapshotPublisher:
+    """The newest routing snapshot, and readers waiting for a newer one."""
+
+    def __init__(self, initial: RoutingSnapshot | None = None) -> None:
+        self._lock = threading.Lock()
+        self._current = initial or RoutingSnapshot()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[RoutingSnapshot]]] = []
+
+    def current(self) -> RoutingSnapshot:
+        return self._current
+
+    def publish(self, snapshot: RoutingSnapshot) -> bool:
+        """Make `snapshot` current if it is newer; wake every waiter. Returns whether it was newer."""
+        with self._lock:
+            if snapshot.version <= self._current.version:
+                return False
+            self._current = snapshot
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future, snapshot)
+            except RuntimeError:  # that loop is closed; nobody is waiting there any more
+                pass
+        return True
+
+    async def wait_newer(self, after_version: int, timeout: float) -> RoutingSnapshot:
+        """A snapshot newer than `after_version`: at once if there is one, else the current one after `timeout`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RoutingSnapshot] = loop.create_future()
+        with self._lock:
+            if self._current.version > after_version:
+                return self._current
+            self._waiters.append((loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout=max(0.0, timeout))
+        except asyncio.TimeoutError:
+            return self._current
+        finally:
+            with self._lock:
+                self._waiters = [(lp, f) for lp, f in self._waiters if f is not future]
+
+
+def _resolve(future: asyncio.Future[RoutingSnapshot], snapshot: RoutingSnapshot) -> None:
+    if not future.done():
+        future.set_result(snapshot)

@@ -1,0 +1,148 @@
+"""The schema: every table slipway keeps, as SQLAlchemy Core tables.
+
+Times are Unix seconds (float) so they compare and sort the same on SQLite and Postgres, and
+so decision code can be handed `now` as a number. JSON columns hold small lists and the parsed
+package spec. The migrations in `slipway/store/migrations` create exactly this schema; a test
+compares the two.
+
+    workspaces ─┬─ api_keys
+                └─ models ─┬─ deployments ── replicas
+                           └─ environments ── environment_history
+    usage          (one row per request; by workspace and time)
+    state_version  (one row: bumped on every change the gateway must see)
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Explicit constraint names keep migrations identical on SQLite and Postgres.
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+workspaces = Table(
+    "workspaces", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("models", JSON, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+models = Table(
+    "models", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("workspace_id", "name"),
+)
+
+deployments = Table(
+    "deployments", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("model_id", String(40), ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_detail", Text, nullable=False, default=""),
+    Column("spec", JSON, nullable=False),
+    Column("package_dir", Text, nullable=False),
+    Column("package_sha256", String(64), nullable=False),
+    Column("desired_replicas", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("model_id", "number"),
+    Index(None, "status"),
+)
+
+environments = Table(
+    "environments", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", String(40), ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    # The deployment serving this environment now.
+    Column("deployment_id", String(40), ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True),
+    # A deployment promoted here that takes over once it has a ready replica.
+    Column("pending_deployment_id", String(40), ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("model_id", "name"),
+)
+
+environment_history = Table(
+    "environment_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("environment_id", Integer, ForeignKey("environments.id", ondelete="CASCADE"), nullable=False),
+    Column("deployment_id", String(40), ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False),
+    Column("promoted_at", Float, nullable=False),
+    Index(None, "environment_id", "promoted_at"),
+)
+
+replicas = Table(
+    "replicas", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("deployment_id", String(40), ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("state", String(16), nullable=False),
+    Column("url", Text, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("restarts", Integer, nullable=False, default=0),
+    Column("exit_code", Integer, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+usage = Table(
+    "usage", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("request_id", String(100), nullable=False, unique=True),
+    Column("workspace_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("model_name", String(100), nullable=False),
+    Column("deployment_id", String(40), nullable=True),
+    Column("environment", String(100), nullable=True),
+    Column("route", String(32), nullable=False),
+    Column("input_units", BigInteger, nullable=False),
+    Column("output_units", BigInteger, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    # UTC day number (Unix seconds // 86400), so grouping by day is the same plain GROUP BY on
+    # every database instead of each one's own date functions.
+    Column("day", Integer, nullable=False),
+    Index(None, "workspace_id", "created_at"),
+)
+
+state_version = Table(
+    "state_version", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+)

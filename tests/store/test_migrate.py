@@ -1,0 +1,50 @@
+"""Migrations build the whole schema from an empty database, and it matches the tables module."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from slipway.store import Store
+from slipway.store.migrate import current_revision, head_revision, upgrade_to_head
+from slipway.store.store import create_store_engine
+from slipway.store.tables import metadata
+
+EXPECTED_TABLES = {"workspaces", "api_keys", "models", "deployments", "environments", "environment_history",
+                   "replicas", "usage", "state_version", "alembic_version"}
+
+
+def test_empty_database_migrates_to_head_with_every_table(database_url, tmp_path):
+    engine = create_store_engine(database_url, tmp_path)
+    try:
+        assert current_revision(engine) is None
+        upgrade_to_head(engine)
+        assert current_revision(engine) == head_revision()
+        assert set(sa.inspect(engine).get_table_names()) == EXPECTED_TABLES
+    finally:
+        engine.dispose()
+
+
+def test_migrated_schema_matches_the_tables_module(database_url, tmp_path):
+    engine = create_store_engine(database_url, tmp_path)
+    try:
+        upgrade_to_head(engine)
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+        assert differences == []
+    finally:
+        engine.dispose()
+
+
+def test_opening_twice_is_a_no_op_and_keeps_data(database_url, tmp_path):
+    first = Store.open(database_url, tmp_path / "home")
+    first.workspaces.create("kept", 1.0)
+    first.close()
+    second = Store.open(database_url, tmp_path / "home")
+    try:
+        assert second.workspaces.get_by_name("kept") is not None
+        assert second.state.version() == 0
+    finally:
+        second.close()
