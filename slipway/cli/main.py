@@ -36,6 +36,15 @@ def _client():
     return Client()
 
 
+def _when(value: Any) -> str:
+    """A Unix time or ISO string as 'YYYY-MM-DD HH:MM' UTC; empty for None."""
+    if value in (None, ""):
+        return ""
+    if isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(value))
+    return str(value)[:16].replace("T", " ")
+
+
 def _print_json(data: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
@@ -221,10 +230,12 @@ def keys_create(
 def keys_list() -> None:
     """List the workspace's keys (never their secrets)."""
     table = Table("id", "name", "prefix", "scopes", "models", "created", "revoked")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for key in _client().keys():
         table.add_row(key["id"], key.get("name") or "", key.get("prefix", ""), ",".join(key["scopes"]),
-                      ",".join(key.get("models") or []) or "all", str(key.get("created_at", "")),
-                      str(key.get("revoked_at") or ""))
+                      ",".join(key.get("models") or []) or "all", _when(key.get("created_at")),
+                      _when(key.get("revoked_at")))
     console.print(table)
 
 

@@ -53,3 +53,6 @@ def configure_logging(level: str | int = "INFO", *, json: bool = True, stream=No
     root.setLevel(level)
     # uvicorn's access log would double every request line; the gateway logs its own.
     logging.getLogger("uvicorn.access").disabled = True
+    # Health probes go out every tick; one INFO line each would drown the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

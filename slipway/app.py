@@ -1,0 +1,245 @@
+"""The composition root of `slipway up`: store, backend, control plane and gateway in one process.
+
+This is the one module that knows every concrete class. It opens the store, bootstraps the first
+workspace and admin key, starts the reconciler loop, mounts the management API and the gateway
+on one port (127.0.0.1), deploys the packages named on the command line, and prints how to call
+them. Ctrl-C (SIGINT) or SIGTERM stops the loop, drains and stops the replicas, and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from slipway.observe import configure_logging
+
+log = logging.getLogger(__name__)
+
+# Path prefixes served by the management API; everything else is the gateway's data plane.
+CONTROL_PREFIXES = ("/api/", "/internal/snapshot")
+
+
+def slipway_home(home: Path | None = None) -> Path:
+    path = home or Path(os.environ.get("SLIPWAY_HOME") or Path.home() / ".slipway")
+    path = path.expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RootApp:
+    """One ASGI app in front of the control API and the gateway, dispatching by path prefix.
+
+    A plain prefix test keeps the gateway's hot path free of framework routing.
+    """
+
+    def __init__(self, control: Any, gateway: Any, on_startup, on_shutdown) -> None:
+        self.control = control
+        self.gateway = gateway
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path = scope.get("path", "")
+        if path.startswith(CONTROL_PREFIXES) or path == "/":
+            await self.control(scope, receive, send)
+        else:
+            await self.gateway(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._on_startup()
+                except Exception as exc:  # report, so uvicorn exits with the reason
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self._on_shutdown()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_packages(packages: list[Path]) -> list[tuple[Path, bytes, str]]:
+    """Validate each package before anything starts; (path, tarball, model name) per package."""
+    from slipway.client import pack_package
+    from slipway.errors import SpecError
+    from slipway.spec.package import check_package_files, parse_package
+
+    checked = []
+    for path in packages:
+        spec_file = path / "slipway.yaml"
+        if not spec_file.is_file():
+            raise SpecError(f"{path}: no slipway.yaml here; --deploy takes a package folder")
+        spec = parse_package(spec_file.read_text(), source=str(spec_file))
+        check_package_files(spec, {p.name for p in path.iterdir()}, source=str(path))
+        checked.append((path, pack_package(path), spec.name))
+    return checked
+
+
+class Node:
+    """The wired-up objects of one `slipway up`, with its start-up and shutdown steps."""
+
+    def __init__(self, home: Path, *, database_url: str | None = None) -> None:
+        from slipway.backends.local import LocalBackend
+        from slipway.control.api import create_control_app
+        from slipway.control.plane import ControlPlane
+        from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
+        from slipway.store import Store
+
+        self.home = home
+        self.store = Store.open(database_url, home)
+        self.backend = LocalBackend(home)
+        self.plane = ControlPlane(self.store, self.backend, home=home)
+        self.workspace, _ = self.plane.bootstrap()
+        self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
+                                          GatewayConfig(usage_journal_dir=home / "usage"))
+        self.control = create_control_app(self.plane)
+        self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown)
+        self._loop_task: asyncio.Task | None = None
+        self.after_startup: list = []
+
+    async def startup(self) -> None:
+        await self.plane.start()
+        await self.gateway.startup()
+        self._loop_task = asyncio.create_task(self.plane.run_forever(), name="slipway-control-loop")
+        for hook in self.after_startup:
+            asyncio.create_task(hook())
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        try:
+            await self.plane.shutdown(stop_replicas=True)
+        finally:
+            await self.gateway.shutdown()
+            self.store.close()
+
+    # Start-up deployments ------------------------------------------------------------------
+    def deploy_if_changed(self, tarball: bytes, name: str) -> str:
+        """Deploy and promote unless production already serves these exact package bytes."""
+        digest = hashlib.sha256(tarball).hexdigest()
+        model = self.store.models.get(self.workspace.id, name)
+        if model is not None:
+            production = self.store.environments.get(model.id, "production")
+            for deployment in self.store.deployments.list_for_model(model.id):
+                serving = production is not None and deployment.id in (production.deployment_id,
+                                                                       production.pending_deployment_id)
+                if serving and deployment.package_sha256 == digest and deployment.status != "failed":
+                    return deployment.id
+        return self.plane.deploy(self.workspace.id, tarball, promote=True).deployment.id
+
+    def invoke_key(self) -> str:
+        """A saved invoke key for the quickstart examples (created once, mode 600 like admin.key)."""
+        from slipway.control.keys import write_secret_file
+
+        path = self.home / "invoke.key"
+        if path.exists():
+            secret = path.read_text().strip()
+            try:
+                principal = self.plane.authenticate(secret)
+                if principal.workspace_id == self.workspace.id:
+                    return secret
+            except Exception:
+                pass
+        created = self.plane.create_key(self.workspace.id, name="quickstart", scopes=["invoke"], models=None)
+        write_secret_file(path, created.secret)
+        return created.secret
+
+
+def _banner(console: Console, url: str, home: Path, invoke_key: str, models: list[str]) -> None:
+    model = models[0] if models else "MODEL"
+    embedding = next((m for m in models if "minilm" in m), None)
+    console.print(f"\n[bold green]slipway is up[/] at [bold]{url}[/]")
+    console.print(f"  API and OpenAPI:  {url}/api/v1/openapi.json")
+    console.print(f"  OpenAI base URL:  {url}/v1")
+    console.print(f"  admin key:        {home / 'admin.key'} (the CLI uses it)")
+    console.print(f"  invoke key:       {invoke_key}")
+    if models:
+        console.print(f"  models:           {', '.join(models)}")
+    console.print("\n[bold]Try it[/]:")
+    console.print(f"  curl {url}/models/{model}/predict -H 'Authorization: Bearer {invoke_key}' "
+                  "-d '{\"text\": \"hello slipway\"}'", soft_wrap=True, highlight=False)
+    if embedding:
+        console.print(f"  curl {url}/v1/embeddings -H 'Authorization: Bearer {invoke_key}' "
+                      f"-H 'Content-Type: application/json' -d '{{\"model\": \"{embedding}\", \"input\": [\"hello\"]}}'",
+                      soft_wrap=True, highlight=False)
+        console.print(f"  python -c \"from openai import OpenAI; c = OpenAI(base_url='{url}/v1', api_key='{invoke_key}'); "
+                      f"print(len(c.embeddings.create(model='{embedding}', input=['hello']).data[0].embedding))\"",
+                      soft_wrap=True, highlight=False)
+    console.print("\nCtrl-C stops slipway and its replicas.\n")
+
+
+def run_up(*, port: int, packages: list[Path], home: Path | None, console: Console) -> None:
+    """`slipway up`: serve until interrupted."""
+    import uvicorn
+
+    from slipway.errors import SlipwayError
+
+    home = slipway_home(home)
+    os.environ["SLIPWAY_HOME"] = str(home)
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(os.environ.get("SLIPWAY_LOG_LEVEL", "INFO"), stream=open(log_dir / "slipway.log", "a"))
+    if not _port_free(port):
+        raise SlipwayError(f"port {port} on 127.0.0.1 is in use; stop what runs there or pass --port")
+    checked = _check_packages(packages)
+    with console.status("Opening the store…"):
+        node = Node(home, database_url=os.environ.get("SLIPWAY_DATABASE_URL"))
+    url = f"http://127.0.0.1:{port}"
+
+    async def deploy_and_announce() -> None:
+        names = []
+        try:
+            for path, tarball, name in checked:
+                deployment_id = await asyncio.to_thread(node.deploy_if_changed, tarball, name)
+                names.append(name)
+                with console.status(f"Starting {name} ({path})…"):
+                    while True:
+                        row = await asyncio.to_thread(node.store.deployments.get, deployment_id)
+                        if row is None or row.status in ("active", "failed"):
+                            break
+                        await asyncio.sleep(0.2)
+                if row is not None and row.status == "failed":
+                    console.print(f"[red]{name} failed to start[/]: see `slipway logs {name}`")
+            invoke_key = await asyncio.to_thread(node.invoke_key)
+            if not names:
+                names = [m.name for m in await asyncio.to_thread(node.store.models.list, node.workspace.id)]
+            _banner(console, url, home, invoke_key, names)
+        except Exception as exc:
+            log.exception("start-up deployments failed")
+            console.print(f"[red]error:[/] {exc}")
+
+    node.after_startup.append(deploy_and_announce)
+    config = uvicorn.Config(node.app, host="127.0.0.1", port=port, lifespan="on", log_config=None,
+                            access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SlipwayError(f"slipway could not start; see {log_dir / 'slipway.log'}")
