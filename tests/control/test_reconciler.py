@@ -245,7 +245,7 @@ async def test_a_failed_load_is_reported_and_never_restarted(local_backends, tmp
         assert "dep-broken" in later.failed
         assert {r.replica_id for r in later.replicas} <= failed_ids
         assert all(r.state in (FAILED, STARTING) for r in later.replicas)
-    assert (await tick_until(reconciler, desired, 400.0, lambda r: states(r) == ["failed", "failed"]))
+    await tick_until(reconciler, desired, 400.0, lambda r: states(r) == ["failed", "failed"])
     cleared = await reconciler.tick([], 500.0)
     assert cleared.replicas == [] and cleared.failed == {}
 
@@ -279,6 +279,9 @@ async def test_one_deployment_that_cannot_start_does_not_stop_the_tick(local_bac
     await reconciler.shutdown(stop_replicas=True)
 
 
-def test_settings_are_checked():
+def test_settings_are_checked(tmp_path):
+    backend = LocalBackend(tmp_path)
     with pytest.raises(ValueError, match="backoff_initial <= backoff_max"):
-        Reconciler(LocalBackend.__new__(LocalBackend), backoff_initial=5, backoff_max=1)
+        Reconciler(backend, backoff_initial=5, backoff_max=1)
+    with pytest.raises(ValueError, match="failure_log_lines"):
+        Reconciler(backend, failure_log_lines=0)
