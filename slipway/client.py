@@ -95,6 +95,13 @@ def _raise_for(response: httpx.Response) -> None:
     raise cls(message)
 
 
+def _failure_summary(deployment: dict) -> str:
+    """The line of a failure detail that says what went wrong (a traceback's last line)."""
+    lines = [line.strip() for line in (deployment.get("status_detail") or "").splitlines() if line.strip()]
+    exception = [line for line in lines if not line.startswith(("File ", "^", "~", "{")) and ":" in line]
+    return (exception or lines or ["no detail"])[-1]
+
+
 class Client:
     """Talks to one slipway control plane + gateway (`slipway up` serves both on one URL)."""
 
@@ -176,9 +183,8 @@ class Client:
             if deployment["status"] == "active":
                 return deployment
             if deployment["status"] == "failed":
-                raise SlipwayError(
-                    f"deployment {deployment_id} failed: {deployment.get('status_detail') or 'see slipway logs'}"
-                )
+                raise SlipwayError(f"deployment {deployment_id} failed: {_failure_summary(deployment)}; "
+                                   f"`slipway logs {deployment_id}` shows the full traceback")
             if time.monotonic() > deadline:
                 raise SlipwayError(f"deployment {deployment_id} not ready after {timeout:.0f}s; see slipway logs")
             time.sleep(interval)
