@@ -1,1 +1,25 @@
-"""gateway"""
+"""The data plane: authenticate, resolve, route, proxy and stream, retry, meter.
+
+    app.py        GatewayApp / create_gateway_app: the raw ASGI app, its routes and lifespan
+    base.py       SnapshotSource and UsageSink: what the gateway needs from the control plane and store
+    config.py     GatewayConfig: limits, timeouts, retry and metering settings
+    table.py      RouteTable: a routing snapshot indexed for lookups; model and deployment resolution
+    health.py     ReplicaTracker: in flight per replica, passive health marks
+    proxy.py      Proxy: pick a replica, send, retry before the first byte, relay or stream, meter
+    upstream.py   UpstreamPool: the lean keep-alive HTTP/1.1 client to replicas
+    meter.py      UsageMeter: usage records through the journal to the sink, in a worker thread
+    journal.py    DiskJournal / MemoryJournal: append-only segments that survive a crash
+    snapshots.py  StaticSnapshotSource, HttpSnapshotSource
+    http.py       ASGI plumbing: headers, bounded body reads, JSON answers
+    serve.py      run a gateway process under uvicorn (`python -m slipway.gateway`)
+"""
+
+from slipway.gateway.app import GatewayApp, create_gateway_app
+from slipway.gateway.base import SnapshotSource, StoreUsageSink, UsageSink
+from slipway.gateway.config import GatewayConfig
+from slipway.gateway.snapshots import HttpSnapshotSource, StaticSnapshotSource
+
+__all__ = [
+    "GatewayApp", "create_gateway_app", "GatewayConfig", "SnapshotSource", "UsageSink", "StoreUsageSink",
+    "StaticSnapshotSource", "HttpSnapshotSource",
+]

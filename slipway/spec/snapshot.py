@@ -41,6 +41,9 @@ class DeploymentEntry(BaseModel):
     routing: RoutingPolicyName = "least_load"
     capture: bool = False
     replicas: list[ReplicaEntry] = Field(default_factory=list)
+    workspace_id: str | None = Field(
+        None, description="The workspace that owns the deployment; gateways answer 404 to keys of other "
+                          "workspaces. None: inferred from the models whose environments point at it.")
 
 
 class ModelEntry(BaseModel):

@@ -1,0 +1,263 @@
+"""The gateway's ASGI app: authenticate, resolve the model, and hand the request to the proxy.
+
+    app = create_gateway_app(source, usage_sink, GatewayConfig(...))
+    await app.startup() ... await app.shutdown()      # or let the ASGI server's lifespan do it
+
+Routes
+    GET  /v1/models                                    the models this key can call
+    POST /v1/embeddings, /v1/chat/completions, /v1/completions     `model`: name or name@env
+    POST /models/{name}/predict                        production, else development
+    POST /models/{name}/environments/{env}/predict
+    POST /deployments/{id}/predict
+    GET  /health                                       this gateway, no key needed
+    GET  /internal/load                                in flight and waiting per deployment (admin key)
+
+Every answer carries x-request-id; every error is in the OpenAI shape. A model or deployment of
+another workspace gets the same 404 as one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from slipway.errors import AuthError, BackendError, NotFoundError, PermissionDeniedError, SlipwayError, SpecError
+from slipway.gateway.base import SnapshotSource, UsageSink
+from slipway.gateway.config import GatewayConfig
+from slipway.gateway.errors import MethodNotAllowedError
+from slipway.gateway.health import ReplicaTracker
+from slipway.gateway.http import (
+    JSON_TYPE, Receive, RequestHeaders, Scope, Send, new_request_id, parse_json, read_body, send_json,
+)
+from slipway.gateway.meter import UsageMeter
+from slipway.gateway.proxy import Call, Proxy
+from slipway.gateway.table import RouteTable, Target
+from slipway.gateway.upstream import PoolLimits, UpstreamPool
+from slipway.spec.snapshot import SCOPE_ADMIN, SCOPE_INVOKE, SCOPE_METRICS, KeyEntry
+
+log = logging.getLogger(__name__)
+
+# OpenAI routes: path -> (usage route name, path on the replica).
+_OPENAI_ROUTES = {
+    "/v1/embeddings": ("embeddings", b"/v1/embeddings"),
+    "/v1/chat/completions": ("chat.completions", b"/v1/chat/completions"),
+    "/v1/completions": ("completions", b"/v1/completions"),
+}
+_ROUTES_HINT = ("the gateway serves GET /v1/models, POST /v1/embeddings, /v1/chat/completions, /v1/completions, "
+                "/models/{name}/predict, /models/{name}/environments/{env}/predict and /deployments/{id}/predict")
+_SNAPSHOT_RETRY_DELAY = 1.0
+
+
+class GatewayApp:
+    def __init__(self, source: SnapshotSource, usage: UsageSink, config: GatewayConfig) -> None:
+        self.source = source
+        self.config = config
+        self.table = RouteTable.build(source.current())
+        self.tracker = ReplicaTracker(config.unhealthy_cooldown)
+        self.meter = UsageMeter(usage, config)
+        self.pool = UpstreamPool(PoolLimits(
+            connect_timeout=config.connect_timeout, pool_timeout=config.pool_timeout,
+            max_connections=config.max_connections_per_replica,
+            max_idle_connections=config.max_idle_connections_per_replica))
+        self.proxy = Proxy(config, self.pool, self.tracker, self.meter)
+        self._follow_task: asyncio.Task[None] | None = None
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the upstream pool, start following snapshots and flushing usage (replaying leftovers)."""
+        if self.started:
+            return
+        await self.meter.start()
+        self._install(self.source.current())
+        self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="slipway-snapshot-follow")
+        self.started = True
+
+    async def shutdown(self) -> None:
+        """Stop following snapshots, write the last usage records, close upstream connections."""
+        if not self.started:
+            return
+        self.started = False
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            try:
+                await self._follow_task
+            except asyncio.CancelledError:
+                pass
+            self._follow_task = None
+        await self.meter.stop()
+        self.pool.close()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                snapshot = await self.source.wait_newer(self.table.version, self.config.snapshot_poll_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a source failing must not stop routing with the last snapshot
+                log.exception("reading the routing snapshot failed; keeping version %d", self.table.version)
+                await asyncio.sleep(_SNAPSHOT_RETRY_DELAY)
+                continue
+            if snapshot.version != self.table.version:
+                self._install(snapshot)
+
+    def _install(self, snapshot) -> None:
+        self.table = RouteTable.build(snapshot, previous=self.table)
+        self.tracker.on_snapshot(snapshot)
+        self.pool.retain(self.table.replica_urls())
+
+    # -- ASGI -----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("gateway start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = RequestHeaders(scope["headers"])
+        usage_id = new_request_id()
+        call = Call(request_id=headers.client_request_id() or usage_id, usage_id=usage_id.decode(),
+                    started=started, created_at=time.time(), route="predict")
+        path: str = scope["path"]
+        method: str = scope["method"]
+        target: Target | None = None
+        try:
+            if not self.started and path != "/health":
+                raise BackendError("the gateway is starting or stopping; retry shortly", code="gateway_not_running")
+            openai = _OPENAI_ROUTES.get(path)
+            if openai is not None:
+                _require_method(method, "POST", path)
+                call.route = openai[0]
+                call.key = self._invoker(headers)
+                body = await read_body(receive, headers, self.config.max_body_bytes)
+                model = _model_field(parse_json(body))
+                target = self._allowed(call.key, self.table.resolve_model(call.key.workspace_id, model))
+                await self.proxy.forward(call, target, openai[1], body, JSON_TYPE, send, receive)
+            elif path.startswith(("/models/", "/deployments/")):
+                _require_method(method, "POST", path)
+                call.key = self._invoker(headers)
+                body = await read_body(receive, headers, self.config.max_body_bytes)
+                target = self._allowed(call.key, self._resolve_predict(call.key, path))
+                parse_json(body)  # replicas take JSON; refuse anything else here, before a replica sees it
+                await self.proxy.forward(call, target, b"/predict", body, headers.content_type or JSON_TYPE,
+                                         send, receive)
+            elif path == "/v1/models":
+                _require_method(method, "GET", path)
+                key = self._invoker(headers)
+                ids = self.table.model_ids(key.workspace_id, key.models)
+                data = [{"id": i, "object": "model", "created": 0, "owned_by": "slipway"} for i in ids]
+                await send_json(send, 200, orjson.dumps({"object": "list", "data": data}), call.echo())
+            elif path == "/health":
+                body = orjson.dumps({"status": "ok", "snapshot_version": self.table.version})
+                await send_json(send, 200, body, call.echo())
+            elif path == "/internal/load":
+                _require_method(method, "GET", path)
+                key = self._authenticate(headers)
+                if SCOPE_ADMIN not in key.scopes:
+                    raise PermissionDeniedError("GET /internal/load needs a key with the admin scope")
+                await send_json(send, 200, orjson.dumps(self.load(key.workspace_id)), call.echo())
+            else:
+                raise NotFoundError(f"no route {method} {path}; {_ROUTES_HINT}", code="unknown_route")
+        except SlipwayError as exc:
+            await self.proxy.refuse(call, target if self.started else None, exc, send)
+
+    # -- auth and resolution ----------------------------------------------------------------------
+
+    def _authenticate(self, headers: RequestHeaders) -> KeyEntry:
+        secret = headers.secret()
+        if secret is None:
+            raise AuthError("no API key; send 'Authorization: Bearer sk-slw-…' or 'Api-Key: sk-slw-…' "
+                            "(create one with `slipway keys create`)", code="missing_api_key")
+        key = self.table.keys_by_hash.get(hashlib.sha256(secret).hexdigest())
+        if key is None:
+            shown = secret[:12].decode(errors="replace")
+            raise AuthError(f"API key {shown}… is not valid: unknown or revoked; create a new one with "
+                            "`slipway keys create`")
+        return key
+
+    def _invoker(self, headers: RequestHeaders) -> KeyEntry:
+        key = self._authenticate(headers)
+        scopes = key.scopes
+        if SCOPE_INVOKE not in scopes and SCOPE_ADMIN not in scopes:
+            raise PermissionDeniedError(f"this key has scopes [{', '.join(scopes)}] and cannot call models; "
+                                        "use a key with the invoke or admin scope")
+        return key
+
+    @staticmethod
+    def _allowed(key: KeyEntry, target: Target) -> Target:
+        if key.models is not None and SCOPE_ADMIN not in key.scopes and target.model_name not in key.models:
+            allowed = ", ".join(key.models) or "no models"
+            raise PermissionDeniedError(f"this key may call only {allowed}, not {target.model_name!r}; "
+                                        "use a key allowed to call it")
+        return target
+
+    def _resolve_predict(self, key: KeyEntry, path: str) -> Target:
+        parts = path.split("/")
+        # /models/{name}/predict | /models/{name}/environments/{env}/predict | /deployments/{id}/predict
+        if len(parts) == 4 and parts[3] == "predict" and parts[2]:
+            if parts[1] == "models":
+                return self.table.resolve_model(key.workspace_id, parts[2])
+            return self.table.resolve_deployment(key.workspace_id, parts[2])
+        if len(parts) == 6 and parts[1] == "models" and parts[3] == "environments" and parts[5] == "predict" \
+                and parts[2] and parts[4]:
+            return self.table.resolve_model(key.workspace_id, parts[2], parts[4])
+        raise NotFoundError(f"no route POST {path}; {_ROUTES_HINT}", code="unknown_route")
+
+    # -- load report ------------------------------------------------------------------------------
+
+    def load(self, workspace_id: str | None = None) -> dict[str, Any]:
+        """In flight and waiting per deployment: all of them, or those of `workspace_id`.
+
+        The operator workspace (`operator_workspace_id`) sees every deployment.
+        """
+        see_all = workspace_id is None or workspace_id == self.config.operator_workspace_id
+        in_flight = self.tracker.in_flight_by_deployment
+        # `queued`: requests held for a replica. Every request is sent or refused at once today, so 0.
+        deployments = {
+            deployment_id: {"in_flight": in_flight.get(deployment_id, 0), "queued": 0}
+            for deployment_id, route in self.table.deployments.items()
+            if see_all or route.workspace_id == workspace_id
+        }
+        return {"snapshot_version": self.table.version, "at": time.time(), "deployments": deployments}
+
+
+def _require_method(method: str, expected: str, path: str) -> None:
+    if method != expected:
+        raise MethodNotAllowedError(f"{path} takes {expected}, not {method}")
+
+
+def _model_field(payload: Any) -> str:
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(model, str) or not model:
+        raise SpecError("the body needs a 'model' field naming the model, e.g. \"my-model\" or "
+                        "\"my-model@development\"; list them with GET /v1/models", code="missing_model")
+    return model
+
+
+def create_gateway_app(source: SnapshotSource, usage: UsageSink, config: GatewayConfig | None = None) -> GatewayApp:
+    """The gateway as an ASGI app; start it with `await app.startup()` or through ASGI lifespan."""
+    return GatewayApp(source, usage, config or GatewayConfig())

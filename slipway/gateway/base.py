@@ -1,0 +1,43 @@
+"""What the gateway needs from the rest of slipway: a routing snapshot source and a usage sink.
+
+    SnapshotSource                       where routes come from
+      current() -> RoutingSnapshot           the newest snapshot this source has
+      await wait_newer(after, timeout)       a snapshot newer than `after` at once if there is one,
+                                             else waits up to `timeout` s and returns current()
+    UsageSink                            where usage records go
+      write(records) -> None                 sync, called from a worker thread, never the event loop;
+                                             must be idempotent on request_id (a journal segment is
+                                             replayed whole after a crash)
+
+The control plane's `SnapshotPublisher` is a SnapshotSource in process; `HttpSnapshotSource`
+long-polls a control plane in another process; `StaticSnapshotSource` serves a fixed snapshot
+(tests, benchmarks). `store.usage.insert_many` is a UsageSink.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from slipway.spec.snapshot import RoutingSnapshot
+from slipway.spec.usage import UsageRecord
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    def current(self) -> RoutingSnapshot: ...
+
+    async def wait_newer(self, after_version: int, timeout: float) -> RoutingSnapshot: ...
+
+
+class UsageSink(Protocol):
+    def write(self, records: list[UsageRecord]) -> None: ...
+
+
+class StoreUsageSink:
+    """A UsageSink over the store's usage repository (`store.usage.insert_many`)."""
+
+    def __init__(self, store) -> None:  # slipway.store.Store; untyped to keep this module import-light
+        self._store = store
+
+    def write(self, records: list[UsageRecord]) -> None:
+        self._store.usage.insert_many(records)

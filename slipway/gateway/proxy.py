@@ -1,0 +1,213 @@
+"""Forward one request to a replica and its answer back: pick, retry before the first byte, relay.
+
+    await proxy.forward(call, target, upstream_path, body, content_type, send, receive)
+
+  pick      the deployment's policy chooses among ready replicas (tracker: in flight, marks)
+  send      pooled keep-alive connection; the request id travels as x-request-id
+  retry     a failure before any response byte (refused, reset, closed, or a 503 while the replica
+            drains) is retried once on a different replica, and the failed one is marked down
+  relay     a response with a Content-Length under max_buffered_response_bytes is read whole (to
+            read its usage); anything else (SSE, chunked, large) is forwarded chunk by chunk as it
+            arrives. After the first byte there is no retry: a broken stream just ends.
+  meter     the usage record is journaled before the last bytes go out
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from slipway.errors import SlipwayError, UpstreamError
+from slipway.gateway.config import GatewayConfig
+from slipway.gateway.errors import NoReadyReplicaError
+from slipway.gateway.health import ReplicaTracker
+from slipway.gateway.http import Receive, Send, error_json, send_json
+from slipway.gateway.meter import UsageMeter, units_from_body
+from slipway.gateway.table import Target
+from slipway.gateway.upstream import UpstreamConnectFailed, UpstreamPool, UpstreamResponse
+from slipway.routing import RouteRequest
+from slipway.spec.snapshot import KeyEntry
+
+log = logging.getLogger(__name__)
+
+# Response headers passed from the replica to the client, besides content-type and length.
+_PASSED_HEADERS = (b"cache-control", b"retry-after")
+_USAGE_KEY = b'"usage"'
+
+
+@dataclass(slots=True)
+class Call:
+    """One request through the gateway, from arrival to its usage record."""
+
+    request_id: bytes          # echoed as x-request-id and sent to the replica
+    usage_id: str              # the usage record's key: always generated here, never the client's
+    started: float             # perf_counter at arrival
+    created_at: float          # unix time at arrival
+    route: str                 # predict | embeddings | chat.completions | completions
+    key: KeyEntry | None = None
+
+    def echo(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-request-id", self.request_id)]
+
+
+class Proxy:
+    def __init__(self, config: GatewayConfig, pool: UpstreamPool, tracker: ReplicaTracker,
+                 meter: UsageMeter) -> None:
+        self.config = config
+        self.pool = pool
+        self.tracker = tracker
+        self.meter = meter
+
+    async def forward(self, call: Call, target: Target, upstream_path: bytes, body: bytes,
+                      content_type: bytes, send: Send, receive: Receive) -> None:
+        route = target.route
+        deployment_id = route.entry.deployment_id
+        request = RouteRequest(deployment_id)
+        attempts = 2 if self.config.retry_on_connect_failure else 1
+        tracker = self.tracker
+        tried: frozenset[str] = frozenset()
+        failure: SlipwayError | None = None
+        for attempt in range(attempts):
+            now = time.monotonic()
+            replica = tracker.choose(route, request, tried, now)
+            if replica is None:
+                break
+            replica_id = replica.replica_id
+            host, path = self.pool.request_target(replica.url, upstream_path)
+            message = b"".join((
+                b"POST ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-type: ", content_type,
+                b"\r\ncontent-length: %d\r\nx-request-id: " % len(body), call.request_id, b"\r\n\r\n", body))
+            tracker.begin(replica_id, deployment_id)
+            try:
+                response = await self.pool.send(replica.url, message, timeout=self.config.request_timeout)
+            except UpstreamConnectFailed as exc:
+                tracker.end(replica_id, deployment_id)
+                tracker.mark_down(replica_id, time.monotonic())
+                tried |= {replica_id}
+                failure = exc
+                log.warning("replica %s failed before answering: %s", replica_id, exc.message)
+                continue
+            except UpstreamError as exc:
+                tracker.end(replica_id, deployment_id)
+                await self.refuse(call, target, exc, send)
+                return
+            except BaseException:
+                tracker.end(replica_id, deployment_id)
+                raise
+            if response.status == 503 and attempt + 1 < attempts and _has_other(target, tried | {replica_id}):
+                # Draining or not ready after all: nothing was processed, so another replica may take it.
+                response.close()
+                tracker.end(replica_id, deployment_id)
+                tracker.mark_down(replica_id, time.monotonic())
+                tried |= {replica_id}
+                continue
+            try:
+                await self._relay(call, target, response, send, receive)
+            finally:
+                response.close()
+                tracker.end(replica_id, deployment_id)
+            return
+        ready = sum(1 for r in route.replicas if r.ready)
+        if failure is not None:
+            error = NoReadyReplicaError(f"no replica of model {target.model_name!r} could be reached "
+                                        f"({failure.message}); retry shortly")
+        elif not route.replicas:
+            error = NoReadyReplicaError(f"model {target.model_name!r} (deployment {deployment_id}) has no replica "
+                                        "running yet; retry shortly, or scale it up if it is scaled to zero")
+        else:
+            error = NoReadyReplicaError(f"model {target.model_name!r} has no ready replica ({len(route.replicas)} "
+                                        f"starting, {ready} ready); retry in a few seconds")
+        await self.refuse(call, target, error, send,
+                          [(b"retry-after", b"%d" % self.config.retry_after_seconds)])
+
+    async def refuse(self, call: Call, target: Target | None, error: SlipwayError, send: Send,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer `error` in the OpenAI shape; meter it when it concerns a resolved model."""
+        if target is not None:
+            self._meter(call, target, error.status_code, None)
+        await send_json(send, error.status_code, error_json(error), [*call.echo(), *(headers or ())])
+
+    async def _relay(self, call: Call, target: Target, response: UpstreamResponse, send: Send,
+                     receive: Receive) -> None:
+        status = response.status
+        content_type = b"application/json"
+        length: int | None = None
+        passed: list[tuple[bytes, bytes]] = []
+        for name, value in response.headers:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = int(value)
+            elif name in _PASSED_HEADERS:
+                passed.append((name, value))
+        headers = [(b"content-type", content_type), *call.echo(), *passed]
+        if length is not None and length <= self.config.max_buffered_response_bytes \
+                and not content_type.startswith(b"text/event-stream"):
+            try:
+                body = await response.read_all(self.config.stream_idle_timeout)
+            except UpstreamError as exc:
+                await self.refuse(call, target, exc, send)
+                return
+            units = units_from_body(body) if b"json" in content_type else None
+            self._meter(call, target, status, units)
+            headers.append((b"content-length", b"%d" % len(body)))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._stream(call, target, response, status, headers, send, receive)
+
+    async def _stream(self, call: Call, target: Target, response: UpstreamResponse, status: int,
+                      headers: list[tuple[bytes, bytes]], send: Send, receive: Receive) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        # A client that goes away must not keep a replica generating for nobody.
+        gone = asyncio.ensure_future(receive())
+
+        def client_left(_: asyncio.Future) -> None:
+            response.abort("the client closed the connection")
+
+        gone.add_done_callback(client_left)
+        units: tuple[int, int] | None = None
+        try:
+            while True:
+                try:
+                    chunk = await response.read_chunk(self.config.stream_idle_timeout)
+                except UpstreamError as exc:
+                    if not gone.done():
+                        log.warning("stream from the replica ended early: %s", exc.message)
+                    break
+                if not chunk:
+                    break
+                if _USAGE_KEY in chunk:
+                    units = units_from_body(chunk) or units
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            gone.remove_done_callback(client_left)
+            if not gone.done():
+                gone.cancel()
+        self._meter(call, target, status, units)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _meter(self, call: Call, target: Target, status: int, units: tuple[int, int] | None) -> None:
+        if units is None:
+            units = (1, 1) if status < 400 else (0, 0)
+        key = call.key
+        self.meter.record({
+            "request_id": call.usage_id,
+            "workspace_id": key.workspace_id if key else "",
+            "key_id": key.key_id if key else None,
+            "model_name": target.model_name,
+            "deployment_id": target.route.entry.deployment_id,
+            "environment": target.environment,
+            "route": call.route,
+            "input_units": units[0],
+            "output_units": units[1],
+            "latency_ms": round((time.perf_counter() - call.started) * 1000.0, 3),
+            "status_code": status,
+            "created_at": call.created_at,
+        })
+
+
+def _has_other(target: Target, tried: frozenset[str]) -> bool:
+    return any(r.ready and r.replica_id not in tried for r in target.route.replicas)
