@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ class Node:
         self.plane = ControlPlane(self.store, self.backend, home=home)
         self.workspace, _ = self.plane.bootstrap()
         self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
-                                          GatewayConfig(usage_journal_dir=home / "usage"))
+                                          GatewayConfig(usage_journal_dir=home / "usage",
+                                                        operator_workspace_id=self.plane.system_workspace_id))
         self.control = create_control_app(self.plane)
         self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown)
         self._loop_task: asyncio.Task | None = None
@@ -237,8 +239,14 @@ def run_up(*, port: int, packages: list[Path], home: Path | None, console: Conso
             console.print(f"[red]error:[/] {exc}")
 
     node.after_startup.append(deploy_and_announce)
-    config = uvicorn.Config(node.app, host="127.0.0.1", port=port, lifespan="on", log_config=None,
-                            access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=30)
+    # The gateway's measured server settings (slipway/gateway/serve.py), with slipway's own logging.
+    config = uvicorn.Config(node.app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                            lifespan="on", access_log=False, proxy_headers=False, server_header=False,
+                            date_header=False, backlog=2048, timeout_keep_alive=75, log_config=None,
+                            timeout_graceful_shutdown=30)
+    # Worker threads (store writes, the usage flusher) must not hold the event loop for the
+    # default 5 ms switch interval: it would show in every proxied request's tail latency.
+    sys.setswitchinterval(0.001)
     server = uvicorn.Server(config)
     server.run()
     if not server.started:

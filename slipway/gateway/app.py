@@ -32,13 +32,13 @@ from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import MethodNotAllowedError
 from slipway.gateway.health import ReplicaTracker
 from slipway.gateway.http import (
-    JSON_TYPE, Receive, RequestHeaders, Scope, Send, new_request_id, parse_json, read_body, send_json,
+    JSON_TYPE, Receive, RequestHeaders, Scope, Send, error_json, new_request_id, parse_json, read_body, send_json,
 )
 from slipway.gateway.meter import UsageMeter
 from slipway.gateway.proxy import Call, Proxy
 from slipway.gateway.table import RouteTable, Target
 from slipway.gateway.upstream import PoolLimits, UpstreamPool
-from slipway.spec.snapshot import SCOPE_ADMIN, SCOPE_INVOKE, SCOPE_METRICS, KeyEntry
+from slipway.spec.snapshot import SCOPE_ADMIN, SCOPE_INVOKE, KeyEntry
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,14 @@ class GatewayApp:
                 raise NotFoundError(f"no route {method} {path}; {_ROUTES_HINT}", code="unknown_route")
         except SlipwayError as exc:
             await self.proxy.refuse(call, target if self.started else None, exc, send)
+        except Exception as exc:  # noqa: BLE001 - a bug here must still answer in the OpenAI shape
+            log.exception("gateway failed on %s %s", method, path)
+            error = SlipwayError(f"the gateway failed ({type(exc).__name__}); retry, and report it if it persists",
+                                 code="gateway_error")
+            try:
+                await send_json(send, 500, error_json(error), call.echo())
+            except RuntimeError:  # the response had started: the client sees it cut short
+                pass
 
     # -- auth and resolution ----------------------------------------------------------------------
 

@@ -16,10 +16,13 @@ long-polls a control plane in another process; `StaticSnapshotSource` serves a f
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from slipway.spec.snapshot import RoutingSnapshot
 from slipway.spec.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from slipway.store import Store
 
 
 @runtime_checkable
@@ -36,7 +39,7 @@ class UsageSink(Protocol):
 class StoreUsageSink:
     """A UsageSink over the store's usage repository (`store.usage.insert_many`)."""
 
-    def __init__(self, store) -> None:  # slipway.store.Store; untyped to keep this module import-light
+    def __init__(self, store: "Store") -> None:
         self._store = store
 
     def write(self, records: list[UsageRecord]) -> None:

@@ -5,6 +5,8 @@
                             worker thread parse the sealed segments, `sink.write` them in batches
                             and delete each one written; a failing sink is retried with backoff
     on start                leftover segments (from a crash) are replayed first
+    poison                  after 5 failed writes of a segment its records go one by one; those
+                            the sink still refuses are set aside in `<journal>/refused/`
 
 The event loop never waits on the database: only the worker thread calls the sink.
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +38,8 @@ _USAGE_KEY = b'"usage"'
 _MAX_USAGE_BYTES = 4096
 _MAX_BACKOFF = 30.0
 _STOP_FLUSH_TIMEOUT = 10.0
+# Consecutive failed writes of one segment before its records are tried one by one.
+_FAILURES_BEFORE_ONE_BY_ONE = 5
 
 
 def units_from_body(body: bytes) -> tuple[int, int] | None:
@@ -85,6 +91,7 @@ class UsageMeter:
             else MemoryJournal(config.max_pending_usage_records))
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failures = 0
         self.written = 0
 
     def record(self, fields: dict[str, Any]) -> None:
@@ -129,20 +136,55 @@ class UsageMeter:
 
     def _drain(self) -> bool:
         """Worker thread: hand every sealed segment to the sink; stop at the first failure."""
-        batch_size = self.config.usage_batch_size
         for segment in self.journal.sealed():
+            records = _parse(segment.lines())
             try:
-                records = _parse(segment.lines())
-                for start in range(0, len(records), batch_size):
-                    self.sink.write(records[start:start + batch_size])
+                self._write(records)
             except Exception as exc:  # noqa: BLE001 - the sink's failure must not stop the flusher
-                segment.abandon()
+                self._failures += 1
                 log.warning("usage sink failed (%s: %s); the records stay journaled and are retried",
                             type(exc).__name__, exc)
-                return False
+                if self._failures < _FAILURES_BEFORE_ONE_BY_ONE or not self._write_one_by_one(records):
+                    segment.abandon()
+                    return False
+            self._failures = 0
             segment.done()
             self.written += len(records)
         return True
+
+    def _write(self, records: list[UsageRecord]) -> None:
+        batch_size = self.config.usage_batch_size
+        for start in range(0, len(records), batch_size):
+            self.sink.write(records[start:start + batch_size])
+
+    def _write_one_by_one(self, records: list[UsageRecord]) -> bool:
+        """After repeated failures: write each record alone and set aside those the sink refuses.
+
+        Returns False when the sink refuses every one: it is down, not choking on a bad record,
+        and the segment is kept for later.
+        """
+        refused = []
+        for record in records:
+            try:
+                self.sink.write([record])
+            except Exception:  # noqa: BLE001 - this record, not the sink, is the problem
+                refused.append(record)
+        if records and len(refused) == len(records):
+            return False
+        if refused:
+            self._set_aside(refused)
+        return True
+
+    def _set_aside(self, records: list[UsageRecord]) -> None:
+        directory = self.config.usage_journal_dir
+        if directory is None:
+            log.error("usage sink refused %d records; dropped: %s", len(records), [r.request_id for r in records])
+            return
+        folder = directory / "refused"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+        path.write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in records))
+        log.error("usage sink refused %d records; set aside in %s for a look", len(records), path)
 
 
 def _parse(lines: list[bytes]) -> list[UsageRecord]:

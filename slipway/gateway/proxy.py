@@ -138,7 +138,7 @@ class Proxy:
         for name, value in response.headers:
             if name == b"content-type":
                 content_type = value
-            elif name == b"content-length":
+            elif name == b"content-length" and value.isdigit():
                 length = int(value)
             elif name in _PASSED_HEADERS:
                 passed.append((name, value))

@@ -10,7 +10,6 @@ Usage records go to the store (`--database-url`, else SQLite under `--home`) thr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys

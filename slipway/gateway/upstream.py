@@ -2,8 +2,9 @@
 
 The proxy hop is the gateway's hot path. A general-purpose client (cookies, redirects, URL
 objects, tracing hooks) spends several times more CPU per request than this one, which writes one
-pre-built request and parses the answer with httptools (C). It speaks only what replicas need:
-one request at a time per connection, Content-Length or chunked or close-delimited bodies.
+pre-built request and parses the answer with httptools (C): 17 µs against 95 µs for aiohttp, as
+measured in docs/benchmarks.md. It speaks only what replicas need: one request at a time per
+connection, Content-Length or chunked or close-delimited bodies.
 
     pool = UpstreamPool(limits)
     response = await pool.send("http://127.0.0.1:8001", request_bytes)   # returns at the headers

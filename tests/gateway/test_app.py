@@ -44,6 +44,7 @@ def test_every_route_of_another_workspace_is_404_like_a_missing_model(one):
             assert_error(b.post(path, json={}), 404, "does not exist")
         assert_error(b.post("/v1/embeddings", json={"model": "embedder", "input": "x"}), 404, "embedder")
         assert_error(b.post("/v1/chat/completions", json={"model": "echo@development", "messages": []}), 404)
+        assert_error(b.post("/v1/completions", json={"model": "drafts", "prompt": "x"}), 404, "drafts")
         assert [m["id"] for m in b.get("/v1/models").json()["data"]] == ["echo"]
     with gw.client(ADMIN_A) as a:
         assert_error(a.post("/deployments/d-b-echo/predict", json={}), 404, "does not exist")
@@ -155,3 +156,26 @@ def test_health_and_load(one):
         assert load["deployments"]["d-echo"] == {"in_flight": 0, "queued": 0}
     with gw.client(INVOKE_A) as invoke:
         assert_error(invoke.get("/internal/load"), 403, "admin scope")
+
+
+def test_load_counts_requests_in_flight(replicas, gateway):
+    import threading
+
+    (replica,) = replicas(1)
+    gw = gateway(world([replica.url]), operator_workspace_id="ws-b")
+    def slow_request() -> None:
+        with gw.client() as http:
+            http.post("/models/echo/predict", json={"sleep": 0.5})
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    try:
+        deadline = time.monotonic() + 5
+        with gw.client(ADMIN_A) as a:
+            while a.get("/internal/load").json()["deployments"]["d-echo"]["in_flight"] != 1:
+                assert time.monotonic() < deadline, "the slow request never showed as in flight"
+                time.sleep(0.02)
+        with gw.client(ADMIN_B) as operator:  # the operator workspace sees every deployment
+            assert {"d-echo", "d-b-echo"} <= set(operator.get("/internal/load").json()["deployments"])
+    finally:
+        slow.join()

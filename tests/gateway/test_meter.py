@@ -125,3 +125,47 @@ def test_sigkill_after_answers_loses_no_usage_record(replicas, tmp_path):
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(10)
+
+
+class FlakySink:
+    """Refuses everything while `down`, and always refuses records of model 'poison'."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.stored: dict[str, object] = {}
+
+    def write(self, records) -> None:
+        if self.down or any(r.model_name == "poison" for r in records):
+            raise RuntimeError("refused")
+        self.stored.update({r.request_id: r for r in records})
+
+
+def _fields(request_id: str, model: str = "m") -> dict:
+    return {"request_id": request_id, "workspace_id": "ws", "model_name": model, "route": "predict",
+            "created_at": 1.0}
+
+
+async def test_a_down_sink_keeps_records_and_a_poison_record_is_set_aside(tmp_path):
+    from slipway.gateway.config import GatewayConfig
+    from slipway.gateway.meter import UsageMeter
+
+    sink = FlakySink()
+    meter = UsageMeter(sink, GatewayConfig(usage_journal_dir=tmp_path, usage_flush_interval=60))
+    await meter.start()
+    try:
+        sink.down = True
+        meter.record(_fields("a"))
+        for _ in range(6):  # past the one-by-one threshold: a sink refusing everything is down, keep all
+            assert await meter.flush() is False
+        sink.down = False
+        meter.record(_fields("b"))
+        meter.record(_fields("bad", model="poison"))
+        for _ in range(6):
+            if await meter.flush():
+                break
+        assert set(sink.stored) == {"a", "b"}
+        (refused,) = (tmp_path / "refused").glob("*.jsonl")
+        assert b'"bad"' in refused.read_bytes()
+        assert not [p for p in tmp_path.glob("*.jsonl") if p.stat().st_size]
+    finally:
+        await meter.stop()

@@ -7,7 +7,6 @@ import threading
 import time
 from urllib.parse import parse_qs
 
-import orjson
 
 from slipway.gateway import HttpSnapshotSource, StaticSnapshotSource
 from slipway.spec.snapshot import RoutingSnapshot
