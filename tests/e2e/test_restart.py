@@ -4,8 +4,31 @@ from __future__ import annotations
 
 import signal
 import time
+import uuid
+
+import pytest
 
 from tests.e2e.conftest import EXAMPLES, pid_alive, replica_pids
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_env(request):
+    """SQLite under $SLIPWAY_HOME, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    psycopg = pytest.importorskip("psycopg")
+    name = f"slipway_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL answers at 127.0.0.1:5432 ({exc})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield {"SLIPWAY_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"}
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -18,8 +41,9 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_restart_keeps_state_and_adopts_replicas(make_slipway):
+def test_restart_keeps_state_and_adopts_replicas(make_slipway, database_env):
     node = make_slipway()
+    node.extra_env.update(database_env)
     node.start()
     node.cli("deploy", str(EXAMPLES / "echo"), "--promote")
     node.cli("deploy", str(EXAMPLES / "echo"), "--env", "staging")
