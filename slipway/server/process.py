@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         _exit(EXIT_LOAD_FAILED)
     for name, value in spec.runtime.env.items():  # the launcher's environment wins
         os.environ.setdefault(name, value)
+    # Runtimes that keep per-replica state on disk (the vllm engine's caches) name it by this id.
+    os.environ["SLIPWAY_REPLICA_ID"] = config.replica_id
     _exit(_run(serve(config, spec)))
 
 
