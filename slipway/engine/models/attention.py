@@ -1,0 +1,148 @@
+"""Attention over the paged KV cache, for a flat batch that mixes prefill chunks and decodes.
+
+The cache of one layer is two tensors (keys, values) of shape
+
+    [num_blocks, block_size, num_kv_heads, head_dim]
+
+and a sequence's tokens live in the blocks its block table names, in order: token at position
+p sits in block `block_table[p // block_size]`, row `p % block_size` (its *slot* is
+`block_id * block_size + p % block_size`).
+
+A step's tokens arrive flat, prefill spans first, then the batched group:
+
+    flat tokens: [ span A (prefill chunk) | span B (prefill) | d0 d1 d2 (decode) ... ]
+                  ^ PrefillSpan each: one attention call     ^ BatchedQueries: one call for all
+
+Every layer first writes the step's new keys and values into their slots (one `index_copy_`),
+then attends: a prefill span over its own fresh keys when it has no past, otherwise over the
+blocks its table names; the batched group (sequences with only a few new tokens: decodes and
+speculative verification) reads all its blocks in one gather and one call. Only the blocks a
+sequence uses are read, never the whole cache. Grouped-query attention never repeats keys: the
+batched group folds the query heads that share a KV head into the query rows (a reshape), and
+spans use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (float32 on CPU, where it is much
+faster than bfloat16) whatever the cache's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillSpan:
+    """One sequence's chunk of several new tokens."""
+
+    start: int
+    """Index of the chunk's first token in the flat batch."""
+    num_tokens: int
+    context_len: int
+    """Tokens of the sequence in the cache once this step has written (past + num_tokens)."""
+    block_table: torch.Tensor | None
+    """Blocks holding the sequence; None when the chunk has no past and attends to itself only."""
+
+
+@dataclass
+class BatchedQueries:
+    """Sequences with few new tokens each, attended together; they run to the end of the batch."""
+
+    start: int
+    """Index in the flat batch of the group's first token."""
+    token_index: torch.Tensor
+    """[seqs, max_queries] long: position (relative to `start`) of each query; padding points at 0."""
+    query_valid: torch.Tensor
+    """[seqs, max_queries] bool: which entries of `token_index` are real queries."""
+    block_tables: torch.Tensor
+    """[seqs, max_blocks] long, padded with any valid block id (masked out)."""
+    key_mask: torch.Tensor
+    """[seqs, 1, max_queries, max_blocks * block_size] bool: True where a query may attend."""
+
+
+@dataclass
+class AttentionMetadata:
+    """Where this step's tokens go in the cache and what each attends to."""
+
+    slot_mapping: torch.Tensor
+    """[tokens] long: the cache slot of each token of the flat batch."""
+    prefills: list[PrefillSpan]
+    batched: BatchedQueries | None
+
+
+def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                    compute_dtype: torch.dtype) -> torch.Tensor:
+    """Write this step's k/v into the cache, then attend.
+
+    q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim].
+    """
+    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+
+    out = torch.empty_like(q)
+    for span in meta.prefills:
+        end = span.start + span.num_tokens
+        if span.block_table is None:
+            keys, values = k[span.start:end], v[span.start:end]
+        else:
+            keys = _gather(k_cache, span.block_table, compute_dtype).flatten(0, 1)[: span.context_len]
+            values = _gather(v_cache, span.block_table, compute_dtype).flatten(0, 1)[: span.context_len]
+        past = span.context_len - span.num_tokens
+        out[span.start:end] = _attend_span(q[span.start:end], keys, values, past, compute_dtype)
+    if meta.batched is not None:
+        group = meta.batched
+        attended = _attend_batched(q[group.start:], k_cache, v_cache, group, compute_dtype)
+        if group.token_index.shape[1] == 1:  # one query per sequence: rows are already in order
+            out[group.start:] = attended.squeeze(1)
+        else:
+            out[group.start:][group.token_index[group.query_valid]] = attended[group.query_valid]
+    return out
+
+
+def _attend_span(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, past: int,
+                 compute_dtype: torch.dtype) -> torch.Tensor:
+    """One sequence: q [T, H, D] over keys/values [past + T, KV, D], causal from `past`."""
+    num_tokens = q.shape[0]
+    # 4-D inputs let SDPA pick its fused CPU kernel; enable_gqa shares KV heads without a copy.
+    qh = q.to(compute_dtype).transpose(0, 1)[None]
+    kh = keys.to(compute_dtype).transpose(0, 1)[None]
+    vh = values.to(compute_dtype).transpose(0, 1)[None]
+    if past == 0:
+        out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, enable_gqa=True)
+    else:
+        query_pos = torch.arange(past, past + num_tokens, device=q.device)
+        key_pos = torch.arange(past + num_tokens, device=q.device)
+        mask = key_pos[None, :] <= query_pos[:, None]
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, enable_gqa=True)
+    return out[0].transpose(0, 1).to(q.dtype)
+
+
+def _gather(cache: torch.Tensor, block_tables: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """The blocks a table names, in compute precision. Converting the gathered blocks while
+    they are contiguous is several times faster than converting a transposed view later."""
+    return cache[block_tables].to(compute_dtype)
+
+
+def _attend_batched(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    group: BatchedQueries, compute_dtype: torch.dtype) -> torch.Tensor:
+    """All short sequences at once -> [seqs, max_queries, heads, head_dim]."""
+    num_seqs, max_queries = group.token_index.shape
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    num_kv_heads = k_cache.shape[2]
+    per_kv = num_heads // num_kv_heads
+    # Query heads sharing a KV head become extra query rows: [B, KV, per_kv * Q, D].
+    rows = q.unsqueeze(1) if max_queries == 1 else q[group.token_index]
+    qb = rows.view(num_seqs, max_queries, num_kv_heads, per_kv, head_dim)
+    qb = qb.permute(0, 2, 3, 1, 4).reshape(num_seqs, num_kv_heads, per_kv * max_queries, head_dim)
+    keys = _gather(k_cache, group.block_tables, compute_dtype).flatten(1, 2).transpose(1, 2)
+    values = _gather(v_cache, group.block_tables, compute_dtype).flatten(1, 2).transpose(1, 2)
+    mask = group.key_mask
+    if max_queries > 1 and per_kv > 1:
+        length = mask.shape[-1]
+        mask = mask.unsqueeze(2).expand(num_seqs, 1, per_kv, max_queries, length)
+        mask = mask.reshape(num_seqs, 1, per_kv * max_queries, length)
+    out = F.scaled_dot_product_attention(qb.to(compute_dtype), keys, values, attn_mask=mask)
+    out = out.view(num_seqs, num_kv_heads, per_kv, max_queries, head_dim).permute(0, 3, 1, 2, 4)
+    return out.reshape(num_seqs, max_queries, num_heads, head_dim).to(q.dtype)

@@ -1,0 +1,147 @@
+"""Continuous batching: which sequences run in the next step, and how many tokens each.
+
+Every step has a budget of `max_num_batched_tokens`. Running sequences go first, oldest
+first: a decode takes one token (plus its speculative drafts), a prompt still being prefilled
+takes the next chunk that fits. When the cache cannot hold a running sequence's next tokens,
+the newest running sequence is preempted (its blocks freed; it recomputes from the start later,
+usually partly from the prefix cache) until it can. Then, if nothing was preempted, waiting
+sequences are admitted oldest first while the budget, `max_num_seqs` and the cache allow;
+a prompt too long for what is left of the budget starts as a chunk. Admission stops at the
+first sequence that does not fit, so nobody overtakes an older request.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from slipway.engine.kv.base import NO_HIT
+from slipway.engine.kv.manager import KVCacheManager
+from slipway.engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class ScheduledSequence:
+    seq: Sequence
+    num_new_tokens: int
+    """Tokens computed for it this step, drafts included."""
+    num_draft_tokens: int = 0
+    """How many of those are speculative drafts (verified after the forward)."""
+
+    @property
+    def completes_prompt(self) -> bool:
+        """After this step every real token is computed, so a new token is sampled."""
+        return self.seq.num_computed_tokens + self.num_new_tokens - self.num_draft_tokens >= self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+    num_batched_tokens: int = 0
+
+
+@dataclass
+class SchedulerCounters:
+    num_preemptions: int = 0
+    prefix_queried_tokens: int = 0
+    prefix_hit_tokens: int = 0
+
+
+class Scheduler:
+    """Waiting and running queues over one KV cache manager; see the module docstring."""
+
+    def __init__(self, kv: KVCacheManager, *, max_num_seqs: int, max_num_batched_tokens: int,
+                 enable_chunked_prefill: bool = True) -> None:
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.enable_chunked_prefill = enable_chunked_prefill
+        self.waiting: list[Sequence] = []
+        self.running: list[Sequence] = []
+        self.counters = SchedulerCounters()
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a sequence (new, or forked with blocks already) in arrival order."""
+        seq.status = SequenceStatus.WAITING
+        _insert_by_arrival(self.waiting, seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        self._schedule_running(out, budget)
+        budget -= out.num_batched_tokens
+        if not out.preempted:
+            self._admit_waiting(out, budget)
+        return out
+
+    def finish(self, seq: Sequence) -> None:
+        """Take a finished or aborted sequence out of the queues and free its blocks."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.status = SequenceStatus.FINISHED
+        self.kv.free(seq.seq_id)
+
+    def _schedule_running(self, out: SchedulerOutput, budget: int) -> None:
+        index = 0
+        while index < len(self.running) and budget > 0:
+            seq = self.running[index]
+            num_drafts = len(seq.spec_token_ids)
+            num_new = seq.num_tokens + num_drafts - seq.num_computed_tokens
+            if num_new > budget:
+                # Drop the drafts that do not fit first; then prefill as much as fits.
+                num_drafts = max(0, num_drafts - (num_new - budget))
+                num_new = budget
+            while self.kv.allocate_slots(seq.seq_id, seq.num_computed_tokens + num_new) is None:
+                victim = self.running.pop()
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is seq:
+                    return
+            del seq.spec_token_ids[num_drafts:]
+            out.scheduled.append(ScheduledSequence(seq, num_new, num_drafts))
+            out.num_batched_tokens += num_new
+            budget -= num_new
+            index += 1
+
+    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            already_has_blocks = self.kv.has(seq.seq_id)  # forked from a sibling
+            hit = NO_HIT if already_has_blocks else self.kv.find_prefix(seq.token_ids)
+            num_computed = seq.num_computed_tokens if already_has_blocks else hit.num_tokens
+            num_new = seq.num_tokens - num_computed
+            if num_new > budget:
+                if not self.enable_chunked_prefill:
+                    return
+                num_new = budget
+            if self.kv.allocate_slots(seq.seq_id, num_computed + num_new, hit) is None:
+                return
+            self.waiting.pop(0)
+            if not already_has_blocks:
+                self.counters.prefix_queried_tokens += seq.num_tokens
+                self.counters.prefix_hit_tokens += hit.num_tokens
+                if seq.num_output_tokens == 0:
+                    seq.num_cached_tokens = hit.num_tokens
+            seq.num_computed_tokens = num_computed
+            seq.status = SequenceStatus.RUNNING
+            _insert_by_arrival(self.running, seq)
+            out.scheduled.append(ScheduledSequence(seq, num_new))
+            out.num_batched_tokens += num_new
+            budget -= num_new
+
+    def _preempt(self, seq: Sequence) -> None:
+        self.kv.free(seq.seq_id)
+        seq.num_computed_tokens = 0
+        seq.spec_token_ids.clear()
+        self.counters.num_preemptions += 1
+        self.add(seq)
+
+
+def _insert_by_arrival(queue: list[Sequence], seq: Sequence) -> None:
+    bisect.insort_right(queue, seq, key=lambda s: (s.arrival, s.index))

@@ -1,0 +1,132 @@
+"""The scheduler over a real KV cache manager, with steps applied by hand (no model)."""
+
+from __future__ import annotations
+
+from slipway.engine.kv import KVCacheManager
+from slipway.engine.sampling_params import SamplingParams
+from slipway.engine.scheduler import Scheduler, SchedulerOutput
+from slipway.engine.sequence import Sequence, SequenceStatus
+
+BS = 4
+
+
+def make(num_blocks=64, max_num_seqs=8, budget=16, chunked=True, caching=False) -> Scheduler:
+    kv = KVCacheManager(num_blocks, BS, enable_prefix_caching=caching)
+    return Scheduler(kv, max_num_seqs=max_num_seqs, max_num_batched_tokens=budget, enable_chunked_prefill=chunked)
+
+
+def seq(seq_id: int, prompt_len: int, arrival: int | None = None) -> Sequence:
+    prompt = [seq_id * 100 + i for i in range(prompt_len)]
+    return Sequence(seq_id, f"r{seq_id}", 0, prompt, SamplingParams(), arrival if arrival is not None else seq_id)
+
+
+def apply(out: SchedulerOutput) -> None:
+    """What the engine does after the forward: count computed tokens, append a sampled one."""
+    for item in out.scheduled:
+        completes = item.completes_prompt
+        item.seq.num_computed_tokens += item.num_new_tokens - item.num_draft_tokens
+        item.seq.spec_token_ids = []
+        if completes:
+            item.seq.token_ids.append(7)
+
+
+def plan(out: SchedulerOutput) -> list[tuple[int, int]]:
+    return [(item.seq.seq_id, item.num_new_tokens) for item in out.scheduled]
+
+
+def test_budget_splits_long_prompts_into_chunks_and_decodes_go_first():
+    s = make(budget=10)
+    s.add(seq(1, 4))
+    s.add(seq(2, 15))
+    first = s.schedule()
+    assert plan(first) == [(1, 4), (2, 6)]
+    apply(first)
+    second = s.schedule()
+    assert plan(second) == [(1, 1), (2, 9)], "the decode comes first, the chunk takes the rest"
+    assert second.num_batched_tokens == 10
+    apply(second)
+    assert plan(s.schedule()) == [(1, 1), (2, 1)]
+
+
+def test_no_chunking_waits_for_room():
+    s = make(budget=10, chunked=False)
+    s.add(seq(1, 4))
+    s.add(seq(2, 8))
+    assert plan(s.schedule()) == [(1, 4)]
+
+
+def test_fifo_no_overtaking_when_the_oldest_does_not_fit():
+    s = make(num_blocks=6)
+    s.add(seq(1, 12))  # 3 blocks
+    apply(s.schedule())
+    s.add(seq(2, 16))  # 4 blocks: does not fit beside seq 1
+    s.add(seq(3, 2))   # would fit, but must not pass seq 2
+    assert plan(s.schedule()) == [(1, 1)]
+    assert [w.seq_id for w in s.waiting] == [2, 3]
+
+
+def test_max_num_seqs_caps_the_batch():
+    s = make(max_num_seqs=2)
+    for i in (1, 2, 3):
+        s.add(seq(i, 2))
+    assert [i for i, _ in plan(s.schedule())] == [1, 2]
+    assert len(s.waiting) == 1
+
+
+def test_preemption_takes_the_newest_and_requeues_it_in_arrival_order():
+    s = make(num_blocks=4, budget=32)
+    s.add(seq(1, 8))   # 2 blocks
+    s.add(seq(2, 8))   # 2 blocks
+    apply(s.schedule())
+    s.add(seq(3, 1))
+    # Each now has 9 tokens: computing the 9th needs a third block for both.
+    out = s.schedule()
+    assert [p.seq_id for p in out.preempted] == [2]
+    assert plan(out) == [(1, 1)], "nothing new is admitted in a step that preempted"
+    victim = out.preempted[0]
+    assert victim.status is SequenceStatus.WAITING and victim.num_computed_tokens == 0
+    assert [w.seq_id for w in s.waiting] == [2, 3], "the preempted request keeps its place"
+    assert s.counters.num_preemptions == 1
+    assert not s.kv.has(2)
+
+
+def test_a_lone_sequence_that_cannot_grow_preempts_itself():
+    s = make(num_blocks=2, budget=32)
+    s.add(seq(1, 8))
+    apply(s.schedule())
+    out = s.schedule()
+    assert [p.seq_id for p in out.preempted] == [1] and out.scheduled == []
+
+
+def test_drafts_are_trimmed_to_the_budget():
+    s = make(budget=3)
+    s.add(seq(1, 2))
+    apply(s.schedule())
+    running = s.running[0]
+    running.spec_token_ids = [5, 6, 7, 8]
+    out = s.schedule()
+    assert plan(out) == [(1, 3)]
+    assert out.scheduled[0].num_draft_tokens == 2 and running.spec_token_ids == [5, 6]
+
+
+def test_prefix_hits_skip_cached_tokens_and_are_counted():
+    s = make(caching=True)
+    first = seq(1, 9)
+    s.add(first)
+    out = s.schedule()
+    apply(out)
+    s.kv.cache_full_blocks(first.seq_id, first.token_ids, first.num_computed_tokens)
+    twin = Sequence(2, "r2", 0, first.token_ids[:9], SamplingParams(), arrival=2)
+    s.add(twin)
+    assert plan(s.schedule())[-1] == (2, 1)
+    assert twin.num_cached_tokens == 8
+    assert (s.counters.prefix_queried_tokens, s.counters.prefix_hit_tokens) == (18, 8)
+
+
+def test_finish_frees_blocks():
+    s = make()
+    one = seq(1, 5)
+    s.add(one)
+    apply(s.schedule())
+    s.finish(one)
+    assert s.kv.num_used_blocks == 0 and not s.has_unfinished()
