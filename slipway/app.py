@@ -195,7 +195,9 @@ def _banner(console: Console, url: str, home: Path, invoke_key: str, models: lis
         console.print(f"  python -c \"from openai import OpenAI; c = OpenAI(base_url='{url}/v1', api_key='{invoke_key}'); "
                       f"print(len(c.embeddings.create(model='{embedding}', input=['hello']).data[0].embedding))\"",
                       soft_wrap=True, highlight=False)
-    console.print("\nCtrl-C stops slipway and its replicas.\n")
+    console.print("\nThe CLI: [bold]slipway ls[/], [bold]slipway deploy PATH --promote[/], [bold]slipway --help[/] "
+                  "(in this virtual environment).")
+    console.print("Ctrl-C stops slipway and its replicas.\n")
 
 
 def run_up(*, port: int, packages: list[Path], home: Path | None, console: Console) -> None:
