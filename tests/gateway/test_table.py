@@ -54,9 +54,13 @@ def test_errors_say_what_exists():
         t.resolve_model("ws-a", "drafts@production")
 
 
-def test_policy_instances_survive_a_new_snapshot_and_unknown_policies_fall_back():
+def test_policy_instances_survive_a_new_snapshot_and_unknown_policies_fall_back(monkeypatch):
+    import slipway.routing.registry
+
     first = table()
     second = RouteTable.build(world(["http://127.0.0.1:1"], version=2), previous=first)
     assert second.deployments["d-echo"].policy is first.deployments["d-echo"].policy
+    # A policy this gateway does not know (e.g. an older gateway than its control plane).
+    monkeypatch.delitem(slipway.routing.registry._POLICIES, "kv_aware")
     odd = world(deployment("d-echo", "echo", ["http://127.0.0.1:1"], routing="kv_aware"))
     assert RouteTable.build(odd).deployments["d-echo"].policy.name == "least_load"

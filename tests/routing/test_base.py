@@ -1,4 +1,4 @@
-"""The contract every registered policy keeps, checked with generated replica sets."""
+"""The contract every registered policy keeps, checked with generated replica sets and requests."""
 
 from __future__ import annotations
 
@@ -6,27 +6,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slipway.errors import SpecError
-from slipway.routing import ReplicaView, RouteRequest, RoutingPolicy, get_policy, known_policies, register_policy
+from slipway.routing import ReplicaView, RouteRequest, RoutingPolicy, get_policy, known_policies
 
-REQUEST = RouteRequest("d-1")
+IDS = [f"r{i}" for i in range(8)]
+HASHES = st.integers(0, 7)  # few distinct block hashes, so generated caches overlap generated prompts
 
 replica_sets = st.lists(
-    st.builds(ReplicaView, replica_id=st.sampled_from([f"r{i}" for i in range(8)]), url=st.just("http://x"),
-              in_flight=st.integers(0, 50), healthy=st.booleans()),
+    st.builds(ReplicaView, replica_id=st.sampled_from(IDS), url=st.just("http://x"),
+              in_flight=st.integers(0, 50), healthy=st.booleans(),
+              cached_block_hashes=st.none() | st.frozensets(HASHES, max_size=6)),
     max_size=8, unique_by=lambda r: r.replica_id,
 )
-exclusions = st.frozensets(st.sampled_from([f"r{i}" for i in range(8)]))
+exclusions = st.frozensets(st.sampled_from(IDS))
+requests = st.builds(RouteRequest, deployment_id=st.just("d-1"),
+                     prompt_key=st.none() | st.sampled_from(["k1", "k2"]),
+                     prompt_text=st.none() | st.text(alphabet="ab", max_size=200),
+                     block_hashes=st.lists(HASHES, max_size=6).map(tuple))
 
 
-@pytest.mark.parametrize("name", ["least_load", "round_robin"])
-@settings(max_examples=300, deadline=None)
-@given(replicas=replica_sets, exclude=exclusions, calls=st.integers(1, 5))
-def test_choice_is_healthy_allowed_and_none_only_without_candidates(name, replicas, exclude, calls):
+@pytest.mark.parametrize("name", ["round_robin", "least_load", "prefix_aware", "kv_aware"])
+@settings(max_examples=200, deadline=None)
+@given(calls=st.lists(st.tuples(replica_sets, requests, exclusions), min_size=1, max_size=6))
+def test_choice_is_healthy_allowed_and_none_only_without_candidates(name, calls):
     policy = get_policy(name)
-    candidates = {r.replica_id for r in replicas if r.healthy and r.replica_id not in exclude}
-    for _ in range(calls):  # policies keep state between calls; the contract holds on every call
-        chosen = policy.choose(replicas, REQUEST, exclude=exclude)
+    for replicas, request, exclude in calls:  # policies keep state between calls; the contract holds on each
+        candidates = {r.replica_id for r in replicas if r.healthy and r.replica_id not in exclude}
+        chosen = policy.choose(replicas, request, exclude=exclude)
         if not candidates:
             assert chosen is None
         else:
@@ -35,25 +40,39 @@ def test_choice_is_healthy_allowed_and_none_only_without_candidates(name, replic
             assert chosen in replicas
 
 
-def test_unknown_policy_names_the_known_ones():
-    with pytest.raises(SpecError) as caught:
-        get_policy("fastest")
-    assert "fastest" in caught.value.message
-    assert "least_load" in caught.value.message and "round_robin" in caught.value.message
+def test_every_policy_of_the_spec_is_registered():
+    assert {"round_robin", "least_load", "prefix_aware", "kv_aware"} <= set(known_policies())
 
 
-def test_get_policy_returns_a_fresh_instance_per_call():
-    assert get_policy("least_load") is not get_policy("least_load")
+def test_choose_reports_each_choice_to_on_routed_and_nothing_when_none():
+    class Recording(RoutingPolicy):
+        name = "recording_for_test"
 
-
-def test_registered_policy_is_found_by_name():
-    class First(RoutingPolicy):
-        name = "first_for_test"
+        def __init__(self) -> None:
+            self.routed: list[tuple[RouteRequest, str]] = []
 
         def _choose(self, candidates, request):
-            return candidates[0]
+            return candidates[-1]
 
-    register_policy(First.name, First)
-    assert First.name in known_policies()
-    replicas = [ReplicaView("a", "u", 0, False), ReplicaView("b", "u", 9, True)]
-    assert get_policy(First.name).choose(replicas, REQUEST).replica_id == "b"
+        def on_routed(self, request, replica):
+            self.routed.append((request, replica.replica_id))
+
+    policy = Recording()
+    request = RouteRequest("d-1", prompt_text="hello")
+    replicas = [ReplicaView("a", "u", 0, True), ReplicaView("b", "u", 0, True)]
+    assert policy.choose(replicas, request).replica_id == "b"
+    assert policy.choose(replicas, request, exclude=frozenset({"b"})).replica_id == "a"
+    assert policy.choose(replicas, request, exclude=frozenset({"a", "b"})) is None
+    assert policy.routed == [(request, "b"), (request, "a")]
+
+
+def test_only_cache_aware_policies_need_the_prompt():
+    needs = {name: get_policy(name).needs_prompt for name in ["round_robin", "least_load", "prefix_aware", "kv_aware"]}
+    assert needs == {"round_robin": False, "least_load": False, "prefix_aware": True, "kv_aware": True}
+
+
+def test_new_fields_default_so_existing_callers_keep_working():
+    view = ReplicaView("a", "u", 3, True)
+    request = RouteRequest("d-1")
+    assert view.cached_block_hashes is None
+    assert request.prompt_text is None and request.block_hashes == () and request.prompt_key is None
