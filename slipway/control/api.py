@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from slipway.control.auth import SessionLookup
 from slipway.control.plane import ControlPlane
 from slipway.control.routes import deployments, internal, keys, models, usage
 from slipway.errors import AuthError, SlipwayError
@@ -31,8 +32,12 @@ _CODE_BY_STATUS = {400: "invalid_request", 401: "invalid_api_key", 403: "insuffi
                    405: "method_not_allowed", 409: "conflict", 413: "request_too_large"}
 
 
-def create_control_app(plane: ControlPlane) -> FastAPI:
-    """The management API over `plane`."""
+def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | None = None) -> FastAPI:
+    """The management API over `plane`.
+
+    `session_lookup` (session id -> principal or None) lets the dashboard's session cookie stand
+    in for a key on /api/v1; without it only keys are accepted.
+    """
     app = FastAPI(
         title="slipway management API",
         version="1",
@@ -41,6 +46,7 @@ def create_control_app(plane: ControlPlane) -> FastAPI:
         redoc_url=None,
     )
     app.state.plane = plane
+    app.state.session_lookup = session_lookup
     for module in (deployments, models, keys, usage, internal):
         app.include_router(module.router(plane))
     _install_error_handlers(app)

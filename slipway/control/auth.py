@@ -3,6 +3,11 @@
 A key arrives as `Authorization: Bearer <key>` or `Api-Key: <key>`. Lookups are cached for a
 couple of seconds (bounded), because every management call needs one; revoking a key through
 the control plane drops it from the cache, so a revoked key is refused at once.
+
+The dashboard calls /api/v1 with a session cookie instead of a key (`dashboard_principal`): only
+when the request also carries the dashboard's own header, which a page of another origin cannot
+send without a CORS preflight this API never grants; a request with a key header is always
+judged by its key.
 """
 
 from __future__ import annotations
@@ -13,11 +18,19 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from starlette.requests import Request
+
 from slipway.errors import AuthError, PermissionDeniedError
 from slipway.spec.snapshot import SCOPE_ADMIN, SCOPE_INVOKE, SCOPE_METRICS
 from slipway.store import KeyRow, Store, hash_key
 
 SCOPES = (SCOPE_ADMIN, SCOPE_INVOKE, SCOPE_METRICS)
+
+# The dashboard's session cookie, and the header its scripts send with every API call.
+SESSION_COOKIE = "slipway_session"
+DASHBOARD_HEADER = "x-slipway-dashboard"
+# Where a session cookie stands in for a key.
+SESSION_PATH_PREFIX = "/api/v1/"
 
 
 @dataclass(frozen=True)
@@ -97,3 +110,29 @@ class KeyAuthenticator:
                 while len(self._cache) > self._max_entries:
                     self._cache.popitem(last=False)
         return row
+
+
+SessionLookup = Callable[[str], "Principal | None"]
+
+
+def dashboard_principal(request: Request) -> Principal | None:
+    """The principal of the dashboard session this request carries, or None to use its key.
+
+    None unless the app has a session table (`app.state.session_lookup`), the path is under
+    /api/v1, the dashboard header is set and no key header is. A session cookie that is unknown,
+    expired or whose key was revoked raises `AuthError`, so the dashboard knows to sign in again.
+    Reads the store: call it from a worker thread.
+    """
+    lookup: SessionLookup | None = getattr(request.app.state, "session_lookup", None)
+    headers = request.headers
+    if (lookup is None or not request.url.path.startswith(SESSION_PATH_PREFIX)
+            or headers.get(DASHBOARD_HEADER) != "1" or "authorization" in headers or "api-key" in headers):
+        return None
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        return None
+    principal = lookup(session_id)
+    if principal is None:
+        raise AuthError("your dashboard session has ended (expired, signed out, or its key was revoked); "
+                        "sign in again with an API key")
+    return principal
