@@ -61,6 +61,15 @@ def up(
     run_up(port=port, packages=deploy, home=home, console=console)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                              "help_option_names": []})
+def gateway(ctx: typer.Context) -> None:
+    """Run a standalone gateway process that follows a control plane (see --help of the gateway)."""
+    from slipway.gateway.serve import main as gateway_main
+
+    gateway_main(list(ctx.args))
+
+
 @app.command()
 def init(
     name: str = typer.Argument(..., help="Model name: lowercase letters, digits and dashes."),
@@ -312,7 +321,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except SlipwayError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -322,11 +331,11 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         if isinstance(exc, click.ClickException):
-            err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False)
+            err_console.print(f"[red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
-        err_console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
