@@ -115,6 +115,7 @@ class Node:
     def __init__(self, home: Path, *, database_url: str | None = None) -> None:
         from slipway.backends.local import LocalBackend
         from slipway.control.api import create_control_app
+        from slipway.control.autoscaler import Autoscaler, InProcessLoadSource
         from slipway.control.plane import ControlPlane
         from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
         from slipway.store import Store
@@ -128,6 +129,8 @@ class Node:
         self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
                                           GatewayConfig(usage_journal_dir=home / "usage",
                                                         operator_workspace_id=self.plane.system_workspace_id))
+        # The control loop reads this process's gateway load directly (no HTTP hop).
+        self.plane.autoscaler = Autoscaler(InProcessLoadSource(self.gateway.load))
         self.sessions = DashboardSessions(self.store)
         self.control = create_control_app(self.plane, session_lookup=self.sessions.principal)
         self.dashboard = create_dashboard_app(self.plane, self.sessions)

@@ -177,7 +177,7 @@ def logs(
 @app.command()
 def scale(
     target: str = typer.Argument(..., help="Deployment id or model name."),
-    replicas: Optional[int] = typer.Option(None, "--replicas", "-r", help="Desired replica count now."),
+    replicas: Optional[int] = typer.Option(None, "--replicas", "-r", help="Fixed replica count (sets min_replica = max_replica = N; 0 sleeps until a request)."),
     min_replica: Optional[int] = typer.Option(None, "--min", help="Autoscaling min_replica."),
     max_replica: Optional[int] = typer.Option(None, "--max", help="Autoscaling max_replica."),
     concurrency_target: Optional[int] = typer.Option(None, help="Autoscaling concurrency_target."),

@@ -4,14 +4,17 @@
       store       desired state (deployments, environments, keys) and what was observed (replicas)
       reconciler  starts/stops replicas through the backend so they match the desired counts
       snapshots   the routing snapshot gateways read (SnapshotPublisher)
+      autoscaler  optional: sets desired replica counts from the gateways' load (control.autoscaler)
 
-Each tick: running deployments -> `DesiredDeployment`s -> `reconciler.tick` -> replica rows,
-deployment status (failed with the reason, or active once a replica is ready), waiting
-promotions finished -> state version bumped and a new snapshot published if anything changed.
-A tick that raises is logged and the loop goes on.
+Each tick: the autoscaler's step (when there is one: new desired counts) -> running deployments
+-> `DesiredDeployment`s -> `reconciler.tick` -> replica rows, deployment status (failed with the
+reason, or active once a replica is ready), waiting promotions finished -> state version bumped
+and a new snapshot published if anything changed. A tick that raises is logged and the loop goes on.
 
 The management operations (deploy, promote, scale, keys, ...) are synchronous: they run in
 worker threads, change the store in one transaction, then publish a snapshot and wake the loop.
+`wake()` asks for a tick now from any thread, e.g. when a gateway starts holding a request for a
+deployment scaled to zero.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from slipway.backends.base import Backend
 from slipway.control import promotion, scaling
+from slipway.control.autoscaler import Autoscaler
 from slipway.control.auth import KeyAuthenticator, Principal
 from slipway.control.config import ControlConfig
 from slipway.control.deploy import DeployResult, deploy, target_environment
@@ -43,10 +47,13 @@ class ControlPlane:
     """Owns the store, the backend, the reconciler and the snapshot publisher of one slipway."""
 
     def __init__(self, store: Store, backend: Backend, *, home: Path, config: ControlConfig | None = None,
-                 reconciler: Reconciler | None = None) -> None:
+                 reconciler: Reconciler | None = None, autoscaler: Autoscaler | None = None) -> None:
         self.store = store
         self.backend = backend
         self.reconciler = reconciler or Reconciler(backend)
+        # None: replica counts change only by hand (scale, autoscaling settings). May be set after
+        # construction, before the loop runs, when its load source needs objects built later.
+        self.autoscaler = autoscaler
         self.home = Path(home)
         self.config = config or ControlConfig()
         self.snapshots = SnapshotPublisher()
@@ -102,8 +109,19 @@ class ControlPlane:
                 pass
             self._wake.clear()
 
+    def wake(self) -> None:
+        """Run the next tick now instead of at the end of the interval; safe from any thread, a no-op
+        before the loop runs."""
+        if self._loop is not None and self._wake is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop has closed
+                pass
+
     async def tick(self, now: float) -> bool:
         """One pass of the loop; True if anything a gateway sees changed."""
+        if self.autoscaler is not None:
+            await self.autoscaler.tick(self.store, now)  # never raises; its new counts are reconciled below
         running = await asyncio.to_thread(self.store.deployments.list_running)
         report = await self.reconciler.tick([self._desired(d) for d in running], now)
         changed = await asyncio.to_thread(self._record, report, now)
@@ -297,11 +315,7 @@ class ControlPlane:
         except Exception:  # the change is committed; the next tick publishes it
             log.exception("publishing the routing snapshot failed; retrying on the next tick")
             self._publish_due = True
-        if self._loop is not None and self._wake is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._wake.set)
-            except RuntimeError:  # the loop has closed
-                pass
+        self.wake()
 
     def _bind_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,6 +2,8 @@
 
 These change desired state only; the control loop makes the replicas follow on its next tick.
 Autoscaling settings live in the deployment's stored spec (the package folder never changes).
+An explicit replica count is stored as fixed-size autoscaling (min_replica = max_replica), so the
+autoscaler and a restart both keep it; see `slipway.control.autoscaler`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ from slipway.store import DeploymentRow, Transaction
 
 
 def scale(tx: Transaction, deployment: DeploymentRow, replicas: int, now: float, *, max_replicas: int) -> DeploymentRow:
-    """Set the desired replica count now; an inactive deployment comes back when scaled above 0."""
+    """Set the replica count now and keep it: an explicit count is fixed-size autoscaling.
+
+    N >= 1 sets min_replica = max_replica = N, so the autoscaler leaves the count alone until the
+    autoscaling settings are changed again; 0 sets min_replica 0 (max_replica kept), so the
+    deployment sleeps until a request arrives for it. An inactive deployment comes back when
+    scaled above 0.
+    """
     if not 0 <= replicas <= max_replicas:
         raise SpecError(f"replicas must be between 0 and {max_replicas}, got {replicas}", code="invalid_request")
     _refuse_failed(deployment, "scale")
+    current = dict(deployment.spec.get("autoscaling") or {})
+    bounds = {"min_replica": replicas, "max_replica": replicas} if replicas > 0 else {"min_replica": 0}
+    fixed = Autoscaling.model_validate({**current, **bounds}).model_dump(mode="json")
     status = "deploying" if deployment.status == "inactive" and replicas > 0 else None
     return tx.deployments.update(deployment.id, now, desired_replicas=replicas, status=status,
-                                 status_detail="" if status else None)
+                                 status_detail="" if status else None, spec={**deployment.spec, "autoscaling": fixed})
 
 
 def set_autoscaling(tx: Transaction, deployment: DeploymentRow, changes: dict[str, Any], now: float) -> DeploymentRow:
