@@ -136,19 +136,21 @@ class Node:
         self.dashboard = create_dashboard_app(self.plane, self.sessions)
         self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown, dashboard=self.dashboard)
         self._loop_task: asyncio.Task | None = None
+        self._hook_tasks: list[asyncio.Task] = []
         self.after_startup: list = []
 
     async def startup(self) -> None:
         await self.plane.start()
         await self.gateway.startup()
         self._loop_task = asyncio.create_task(self.plane.run_forever(), name="slipway-control-loop")
-        for hook in self.after_startup:
-            asyncio.create_task(hook())
+        # Kept referenced: the event loop holds only weak references to tasks.
+        self._hook_tasks = [asyncio.create_task(hook()) for hook in self.after_startup]
 
     async def shutdown(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in [self._loop_task, *self._hook_tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in [self._loop_task, *self._hook_tasks] if t), return_exceptions=True)
         try:
             await self.plane.shutdown(stop_replicas=True)
         finally:
