@@ -20,6 +20,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+import orjson
+
 from slipway.errors import SlipwayError, UpstreamError
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import NoReadyReplicaError
@@ -28,7 +30,8 @@ from slipway.gateway.http import Receive, Send, error_json, send_json
 from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
 from slipway.gateway.table import Target
 from slipway.gateway.upstream import UpstreamConnectFailed, UpstreamPool, UpstreamResponse
-from slipway.routing import RouteRequest
+from slipway.routing import RouteRequest, RoutingPolicy
+from slipway.routing.prompt import prompt_text
 from slipway.spec.snapshot import KeyEntry
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,18 @@ class Call:
         return [(b"x-request-id", self.request_id)]
 
 
+def routing_request(deployment_id: str, policy: RoutingPolicy, body: bytes) -> RouteRequest:
+    """What the policy needs to know of a request; the body is parsed only for cache-aware policies."""
+    if not policy.needs_prompt:
+        return RouteRequest(deployment_id)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return RouteRequest(deployment_id)
+    text = prompt_text(payload) if isinstance(payload, dict) else None
+    return RouteRequest(deployment_id, prompt_text=text)
+
+
 class Proxy:
     def __init__(self, config: GatewayConfig, pool: UpstreamPool, tracker: ReplicaTracker,
                  meter: UsageMeter) -> None:
@@ -67,7 +82,7 @@ class Proxy:
                       content_type: bytes, send: Send, receive: Receive) -> None:
         route = target.route
         deployment_id = route.entry.deployment_id
-        request = RouteRequest(deployment_id)
+        request = routing_request(deployment_id, route.policy, body)
         attempts = 2 if self.config.retry_on_connect_failure else 1
         tracker = self.tracker
         tried: frozenset[str] = frozenset()

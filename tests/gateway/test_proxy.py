@@ -148,3 +148,17 @@ def test_a_client_leaving_a_stream_frees_the_replica_slot(replicas, gateway):
     replica.release.set()
     with httpx.Client(base_url=gw.url, headers={"Authorization": "Bearer " + "sk-slw-" + "a" * 40}) as http:
         assert http.post("/models/echo/predict", json={}).status_code == 200
+
+
+def test_prefix_aware_keeps_a_conversation_on_one_replica(replicas, gateway):
+    fakes = replicas(3)
+    gw = gateway(world(deployment("d-echo", "echo", [f.url for f in fakes], routing="prefix_aware")))
+    system = "You are a support bot for a shipping company. " * 8
+    with gw.client() as http:
+        for user in range(3):
+            served = set()
+            history = [{"role": "system", "content": system + f"customer {user}"}]
+            for turn in range(4):
+                history.append({"role": "user", "content": f"question {turn} " * 20})
+                served.add(http.post("/models/echo/predict", json={"messages": history}).json()["replica"])
+            assert len(served) == 1, f"conversation {user} spread over {served}"
