@@ -13,11 +13,10 @@ It is thread-safe: `publish` may be called from worker threads while readers wai
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 from slipway.spec.replica import ReplicaState
-from slipway.spec.snapshot import DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot
+from slipway.spec.snapshot import (
+    DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
+)
 from slipway.store import RUNNING_STATUSES, Store
 
 
@@ -62,48 +61,5 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
     )
 
 
-class SnapshotPublisher:
-    """The newest routing snapshot, and readers waiting for a newer one."""
-
-    def __init__(self, initial: RoutingSnapshot | None = None) -> None:
-        self._lock = threading.Lock()
-        self._current = initial or RoutingSnapshot()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[RoutingSnapshot]]] = []
-
-    def current(self) -> RoutingSnapshot:
-        return self._current
-
-    def publish(self, snapshot: RoutingSnapshot) -> bool:
-        """Make `snapshot` current if it is newer; wake every waiter. Returns whether it was newer."""
-        with self._lock:
-            if snapshot.version <= self._current.version:
-                return False
-            self._current = snapshot
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            try:
-                loop.call_soon_threadsafe(_resolve, future, snapshot)
-            except RuntimeError:  # that loop is closed; nobody is waiting there any more
-                pass
-        return True
-
-    async def wait_newer(self, after_version: int, timeout: float) -> RoutingSnapshot:
-        """A snapshot newer than `after_version`: at once if there is one, else the current one after `timeout`."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RoutingSnapshot] = loop.create_future()
-        with self._lock:
-            if self._current.version > after_version:
-                return self._current
-            self._waiters.append((loop, future))
-        try:
-            return await asyncio.wait_for(future, timeout=max(0.0, timeout))
-        except asyncio.TimeoutError:
-            return self._current
-        finally:
-            with self._lock:
-                self._waiters = [(lp, f) for lp, f in self._waiters if f is not future]
-
-
-def _resolve(future: asyncio.Future[RoutingSnapshot], snapshot: RoutingSnapshot) -> None:
-    if not future.done():
-        future.set_result(snapshot)
+class SnapshotPublisher(SnapshotBoard):
+    """The control plane's newest snapshot; `publish` ignores a version that is not newer."""

@@ -9,56 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 
 import aiohttp
 
-from slipway.spec.snapshot import RoutingSnapshot
+from slipway.spec.snapshot import RoutingSnapshot, SnapshotBoard
 
 log = logging.getLogger(__name__)
 
 
-class StaticSnapshotSource:
-    """A snapshot held in memory; `publish` replaces it and wakes every waiter, from any thread."""
+class StaticSnapshotSource(SnapshotBoard):
+    """A snapshot held in memory; `publish` replaces it whatever its version and wakes every waiter."""
 
-    def __init__(self, snapshot: RoutingSnapshot | None = None) -> None:
-        self._lock = threading.Lock()
-        self._current = snapshot or RoutingSnapshot()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[RoutingSnapshot]]] = []
-
-    def current(self) -> RoutingSnapshot:
-        return self._current
-
-    def publish(self, snapshot: RoutingSnapshot) -> None:
-        with self._lock:
-            self._current = snapshot
-            waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            try:
-                loop.call_soon_threadsafe(_resolve, future, snapshot)
-            except RuntimeError:  # that loop has closed; nobody waits there any more
-                pass
-
-    async def wait_newer(self, after_version: int, timeout: float) -> RoutingSnapshot:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[RoutingSnapshot] = loop.create_future()
-        with self._lock:
-            if self._current.version > after_version:
-                return self._current
-            self._waiters.append((loop, future))
-        try:
-            return await asyncio.wait_for(future, timeout=max(0.0, timeout))
-        except asyncio.TimeoutError:
-            return self._current
-        finally:
-            with self._lock:
-                self._waiters = [(lp, f) for lp, f in self._waiters if f is not future]
-
-
-def _resolve(future: asyncio.Future[RoutingSnapshot], snapshot: RoutingSnapshot) -> None:
-    if not future.done():
-        future.set_result(snapshot)
+    def publish(self, snapshot: RoutingSnapshot, *, only_newer: bool = False) -> bool:
+        return super().publish(snapshot, only_newer=only_newer)
 
 
 class HttpSnapshotSource:

@@ -7,6 +7,9 @@ have) and keep the last one, so a control-plane restart does not stop traffic.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 from pydantic import BaseModel, Field
 
 from slipway.spec.package import RoutingPolicyName
@@ -57,3 +60,55 @@ class RoutingSnapshot(BaseModel):
     keys: list[KeyEntry] = Field(default_factory=list)
     models: list[ModelEntry] = Field(default_factory=list)
     deployments: list[DeploymentEntry] = Field(default_factory=list)
+
+
+class SnapshotBoard:
+    """The newest snapshot in memory, and readers waiting for a newer one (no I/O).
+
+    Thread-safe: `publish` may run in worker threads while readers wait on event loops. This is
+    the gateway's `SnapshotSource` contract in process: the control plane publishes into one,
+    and tests and benchmarks hold a fixed one.
+    """
+
+    def __init__(self, initial: RoutingSnapshot | None = None) -> None:
+        self._lock = threading.Lock()
+        self._current = initial or RoutingSnapshot()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[RoutingSnapshot]]] = []
+
+    def current(self) -> RoutingSnapshot:
+        return self._current
+
+    def publish(self, snapshot: RoutingSnapshot, *, only_newer: bool = True) -> bool:
+        """Make `snapshot` current (if newer, unless `only_newer` is False) and wake every waiter."""
+        with self._lock:
+            if only_newer and snapshot.version <= self._current.version:
+                return False
+            self._current = snapshot
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future, snapshot)
+            except RuntimeError:  # that loop is closed; nobody is waiting there any more
+                pass
+        return True
+
+    async def wait_newer(self, after_version: int, timeout: float) -> RoutingSnapshot:
+        """A snapshot newer than `after_version`: at once if there is one, else the current one after `timeout`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RoutingSnapshot] = loop.create_future()
+        with self._lock:
+            if self._current.version > after_version:
+                return self._current
+            self._waiters.append((loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout=max(0.0, timeout))
+        except asyncio.TimeoutError:
+            return self._current
+        finally:
+            with self._lock:
+                self._waiters = [(lp, f) for lp, f in self._waiters if f is not future]
+
+
+def _resolve(future: asyncio.Future[RoutingSnapshot], snapshot: RoutingSnapshot) -> None:
+    if not future.done():
+        future.set_result(snapshot)
