@@ -114,28 +114,25 @@ class UpstreamResponse:
                 return b""
             if self._error is not None:
                 raise self._error
-            waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(idle_timeout, _expire, waiter,
-                                          UpstreamTimeout(f"the replica sent no body byte for {idle_timeout:g}s"))
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._wait_for_bytes(idle_timeout)
+
+    async def _wait_for_bytes(self, idle_timeout: float) -> None:
+        """Until the connection delivers more body (or ends, or fails); UpstreamTimeout after `idle_timeout`."""
+        waiter = self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(idle_timeout, _expire, waiter,
+                                      UpstreamTimeout(f"the replica sent no body byte for {idle_timeout:g}s"))
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     async def read_all(self, idle_timeout: float) -> bytes:
         """The whole body (callers bound its size by Content-Length first)."""
         while not self.complete:
             if self._error is not None:
                 raise self._error
-            waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(idle_timeout, _expire, waiter,
-                                          UpstreamTimeout(f"the replica sent no body byte for {idle_timeout:g}s"))
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            await self._wait_for_bytes(idle_timeout)
         body = b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
