@@ -10,9 +10,25 @@ where they overlap. Each engine's module is imported only when a package asks fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from slipway.runtimes.base import Runtime
+from slipway.runtimes.base import BadRequestError, PredictResult, Runtime
 from slipway.spec.package import PackageSpec
+
+
+class LlmRuntime(Runtime):
+    """What both engines share: `/predict` routes a chat body or a completion body."""
+
+    kind = "llm"
+
+    async def predict(self, body: Any) -> PredictResult:
+        """`/predict` takes either shape: `messages` is a chat completion, `prompt` a completion."""
+        if isinstance(body, dict) and "messages" in body:
+            return await self.chat_completions(body)
+        if isinstance(body, dict) and "prompt" in body:
+            return await self.completions(body)
+        raise BadRequestError("a kind 'llm' /predict body needs 'messages' (chat) or 'prompt' (completion)",
+                              param="messages")
 
 
 def create_llm_runtime(spec: PackageSpec, package_dir: Path) -> Runtime:

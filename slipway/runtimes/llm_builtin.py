@@ -29,8 +29,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from slipway.engine import AsyncLLMEngine, EngineConfig, EngineRequestError, RequestOutput, accumulate
 from slipway.errors import RuntimeLoadError
-from slipway.runtimes.base import BadRequestError, PredictResult, Runtime
+from slipway.runtimes.base import BadRequestError, PredictResult
 from slipway.runtimes.embedding import torch_threads
+from slipway.runtimes.llm import LlmRuntime
 from slipway.runtimes.gguf_convert import hf_folder_for
 from slipway.runtimes.openai_output import (
     ChunkWriter, TokenStrings, chat_completion, chat_logprobs, completion_logprobs, text_completion, usage,
@@ -81,10 +82,9 @@ class BuiltinLlmConfig(BaseModel):
         return overrides
 
 
-class BuiltinLlmRuntime(Runtime):
+class BuiltinLlmRuntime(LlmRuntime):
     """A kind `llm` package served by the built-in engine (see the module docstring)."""
 
-    kind = "llm"
 
     def __init__(self, spec: PackageSpec, package_dir: Path, *, config: BuiltinLlmConfig | None = None) -> None:
         self.spec = spec
@@ -141,15 +141,6 @@ class BuiltinLlmRuntime(Runtime):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- requests --------------------------------------------------------------------------
-
-    async def predict(self, body: Any) -> PredictResult:
-        """`/predict` takes either shape: `messages` is a chat completion, `prompt` a completion."""
-        if isinstance(body, dict) and "messages" in body:
-            return await self.chat_completions(body)
-        if isinstance(body, dict) and "prompt" in body:
-            return await self.completions(body)
-        raise BadRequestError("a kind 'llm' /predict body needs 'messages' (chat) or 'prompt' (completion)",
-                              param="messages")
 
     async def chat_completions(self, body: dict[str, Any]) -> PredictResult:
         engine = self._require_engine()

@@ -31,7 +31,8 @@ from pydantic import BaseModel, Field
 
 from slipway.errors import RuntimeLoadError, UpstreamError
 from slipway.runtimes import vllm_process
-from slipway.runtimes.base import BadRequestError, PredictResult, Runtime
+from slipway.runtimes.base import PredictResult
+from slipway.runtimes.llm import LlmRuntime
 from slipway.runtimes.gguf_convert import hf_folder_for, slipway_home
 from slipway.runtimes.vllm_metrics import map_vllm_metrics
 from slipway.runtimes.weights import resolve_weights
@@ -80,10 +81,9 @@ _CODE_BY_STATUS = {400: "invalid_request", 404: "not_found", 413: "body_too_larg
                    429: "rate_limited", 503: "overloaded"}
 
 
-class VllmRuntime(Runtime):
+class VllmRuntime(LlmRuntime):
     """A kind `llm` package served by a vLLM child process (see the module docstring)."""
 
-    kind = "llm"
 
     def __init__(self, spec: PackageSpec, package_dir: Path, *, config: VllmConfig | None = None,
                  replica_id: str | None = None) -> None:
@@ -203,15 +203,6 @@ class VllmRuntime(Runtime):
         engine.forget()
 
     # -- requests --------------------------------------------------------------------------
-
-    async def predict(self, body: Any) -> PredictResult:
-        """`/predict` takes either shape: `messages` is a chat completion, `prompt` a completion."""
-        if isinstance(body, dict) and "messages" in body:
-            return await self.chat_completions(body)
-        if isinstance(body, dict) and "prompt" in body:
-            return await self.completions(body)
-        raise BadRequestError("a kind 'llm' /predict body needs 'messages' (chat) or 'prompt' (completion)",
-                              param="messages")
 
     async def chat_completions(self, body: dict[str, Any]) -> PredictResult:
         return await self._proxy("/v1/chat/completions", body)
