@@ -265,10 +265,17 @@ class ControlPlane:
         )
 
     def _record(self, report: ReconcileReport, now: float) -> bool:
-        """Write one reconcile report: replica rows, failed/active status, finished promotions."""
+        """Write one reconcile report: replica rows, failed/active status, finished promotions.
+
+        Two steps, in this order: the replica rows are committed and published to the gateways
+        first; only then may a deployment turn active or an environment switch to it. Whoever
+        reads "active" (a CLI waiting for Ready, then calling the model) thus finds a gateway
+        that already knows the ready replica.
+        """
         ready = {r.deployment_id for r in report.replicas if r.state == ReplicaState.READY}
         with self.store.transaction() as tx:
-            changed = tx.replicas.sync(report.replicas, now)
+            replicas_changed = tx.replicas.sync(report.replicas, now)
+            changed = replicas_changed
             for deployment_id, reason in report.failed.items():
                 deployment = tx.deployments.get(deployment_id)
                 if deployment is not None and deployment.status in ("deploying", "active"):
@@ -276,14 +283,20 @@ class ControlPlane:
                     tx.deployments.update(deployment_id, now, status="failed", status_detail=reason,
                                           desired_replicas=0)
                     changed = True
+            if changed:
+                tx.state.bump()
+        if replicas_changed:
+            self.publish()
+        with self.store.transaction() as tx:
+            activated = False
             for deployment in tx.deployments.list(statuses=("deploying",)):
                 if deployment.id in ready and deployment.id not in report.failed:
                     tx.deployments.update(deployment.id, now, status="active", status_detail="")
-                    changed = True
-            changed = promotion.resolve_pending(tx, now) or changed
-            if changed:
+                    activated = True
+            activated = promotion.resolve_pending(tx, now) or activated
+            if activated:
                 tx.state.bump()
-        return changed
+        return changed or activated
 
     def _record_all_stopped(self, now: float) -> None:
         """After stopping every replica: no row may still look live to the next start's first snapshot."""

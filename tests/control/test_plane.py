@@ -186,3 +186,25 @@ async def test_shutdown_keeping_replicas_leaves_their_rows(plane, workspace, rec
     await plane.tick(1.0)
     await plane.shutdown(stop_replicas=False)
     assert reconciler.shutdown_with is False and len(plane.store.replicas.list_live()) == 1
+
+
+async def test_gateways_know_the_ready_replica_before_the_deployment_reads_active(plane, workspace):
+    """A client that waits for "active" and then calls the model must find a gateway that can route it."""
+    deployment = plane.deploy(workspace.id, package(), promote=True).deployment
+    seen: list[tuple[str, bool]] = []   # (status in the store, replica ready in the snapshot) at each publish
+    publish = plane.publish
+
+    def watching_publish():
+        snapshot = publish()
+        entry = next((d for d in snapshot.deployments if d.deployment_id == deployment.id), None)
+        ready = entry is not None and any(r.ready for r in entry.replicas)
+        seen.append((plane.store.deployments.get(deployment.id).status, ready))
+        return snapshot
+
+    plane.publish = watching_publish
+    await plane.tick(1.0)                          # replica starting
+    await plane.tick(2.0)                          # replica ready
+    assert _status(plane, deployment.id) == "active"
+    first_ready = next(status for status, ready in seen if ready)
+    assert first_ready == "deploying", seen
+    assert plane.snapshots.current().models[0].environments["production"] == deployment.id
