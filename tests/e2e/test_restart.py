@@ -54,7 +54,9 @@ def test_restart_keeps_state_and_adopts_replicas(make_slipway, database_env):
     with node.http() as http:
         before_model = http.get("/api/v1/models/echo").json()
         before_keys = http.get("/api/v1/keys").json()["data"]
-        _wait(lambda: http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"], 10, "usage rows")
+        # The gateway writes usage in batches every 0.5 s: wait until all five requests are stored.
+        _wait(lambda: [row["requests"] for row in http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"]]
+              == [5], 10, "the five usage rows")
         before_usage = http.get("/api/v1/usage", params={"group_by": "model"}).json()["data"]
     pids_before = replica_pids(node.home)
     assert len(pids_before) == 2, pids_before
