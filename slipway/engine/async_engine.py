@@ -10,17 +10,32 @@
 Only the engine thread touches the `LLMEngine`; the asyncio side talks to it through a command
 list guarded by a condition, and hears back through each request's own asyncio queue (filled
 with `call_soon_threadsafe`), so any number of event loops may consume. A step that raises
-stops the thread and fails every stream with `EngineDeadError`.
+stops the thread and fails every stream with `EngineDeadError`. The exceptions, safe from any
+thread: `stats()` (a snapshot swapped in after each step), the latency histograms (locked), and
+`cached_block_hashes()` (the KV pool locks its hash map for it).
+
+Latencies are measured where tokens leave the engine: in the engine thread, as each step's
+output is handed to its request's queue, so whole and streamed answers are timed alike.
+
+    time to first token   arrival (generate() called) ─► first output carrying a token
+    inter-token latency   between successive outputs carrying tokens, divided by the tokens the
+                          later one carries (speculative decoding delivers several at once), and
+                          observed once per token; with n > 1 the longest choice's count is used
+    end-to-end latency    arrival ─► the last output, for requests that finish (not aborted)
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import threading
+import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from slipway.engine.config import EngineConfig
 from slipway.engine.engine import LLMEngine
@@ -31,18 +46,86 @@ from slipway.engine.sampling_params import SamplingParams
 
 _IDLE_WAIT_S = 0.005
 
+# Bucket bounds in seconds, wide enough for both ends of serving: a GPU's first token in tens of
+# milliseconds and a few milliseconds between tokens, a CPU's in seconds and a tenth of a second.
+TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                7.5, 10.0, 20.0, 40.0, 80.0)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+               0.5, 0.75, 1.0, 2.5)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0, 600.0)
+LATENCY_WINDOW = 1024
+"""Recent observations kept per latency for the quantiles in /stats."""
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    """A latency histogram at one moment, in the shape Prometheus exports."""
+
+    bounds: tuple[float, ...]
+    """Upper bounds of the buckets in seconds, ascending; a last bucket, +Inf, is implicit."""
+    counts: tuple[int, ...]
+    """Observations per bucket, not cumulative: len(bounds) + 1 of them."""
+    sum: float
+    count: int
+
+
+class LatencyHistogram:
+    """Bucket counts since start (for Prometheus) and a window of recent values (for quantiles).
+
+    Written by the engine thread, read by any other: one lock, held for a few operations.
+    """
+
+    def __init__(self, bounds: Sequence[float], window: int = LATENCY_WINDOW) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self._counts = [0] * (len(self.bounds) + 1)
+        self._sum = 0.0
+        self._count = 0
+        self._recent: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """Record `count` observations of `seconds` at once."""
+        index = bisect.bisect_left(self.bounds, seconds)  # the first bucket whose bound is >= seconds
+        with self._lock:
+            self._counts[index] += count
+            self._sum += seconds * count
+            self._count += count
+            self._recent.append(seconds)
+
+    def snapshot(self) -> HistogramSnapshot:
+        with self._lock:
+            return HistogramSnapshot(self.bounds, tuple(self._counts), self._sum, self._count)
+
+    def quantiles(self) -> dict[str, float | None]:
+        """p50, p90 and p99 (nearest rank) of the recent window; None while it is empty."""
+        with self._lock:
+            recent = sorted(self._recent)
+        if not recent:
+            return {f"p{round(q * 100)}": None for q in QUANTILES}
+        return {f"p{round(q * 100)}": recent[max(0, math.ceil(q * len(recent)) - 1)] for q in QUANTILES}
+
 
 @dataclass
 class _Stream:
     loop: asyncio.AbstractEventLoop
+    arrival: float
+    """Clock reading when generate() was called."""
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    last_token_at: float | None = None
+    """Clock reading of the latest output that carried tokens (engine thread only)."""
 
 
 class AsyncLLMEngine:
     """Async front of one `LLMEngine`; see the module docstring."""
 
-    def __init__(self, engine: LLMEngine) -> None:
+    def __init__(self, engine: LLMEngine, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        """`clock`: seconds on a monotonic scale, read to time requests (a fake one in tests)."""
         self.engine = engine
+        self._clock = clock
+        self.time_to_first_token = LatencyHistogram(TTFT_BUCKETS)
+        self.inter_token_latency = LatencyHistogram(ITL_BUCKETS)
+        self.e2e_request_latency = LatencyHistogram(E2E_BUCKETS)
         self._condition = threading.Condition()
         self._commands: list[tuple[Any, ...]] = []
         self._streams: dict[str, _Stream] = {}
@@ -56,9 +139,10 @@ class AsyncLLMEngine:
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path, config: EngineConfig | None = None, *,
-                        tokenizer: Any | None | str = "auto") -> "AsyncLLMEngine":
+                        tokenizer: Any | None | str = "auto",
+                        clock: Callable[[], float] = time.perf_counter) -> "AsyncLLMEngine":
         """Load the model (blocking: call it in a worker thread from async code) and wrap it."""
-        return cls(LLMEngine(model_path, config, tokenizer=tokenizer))
+        return cls(LLMEngine(model_path, config, tokenizer=tokenizer), clock=clock)
 
     @property
     def tokenizer(self) -> Any | None:
@@ -81,11 +165,12 @@ class AsyncLLMEngine:
     async def generate(self, prompt_token_ids: Sequence[int], params: SamplingParams | None = None, *,
                        request_id: str | None = None) -> AsyncIterator[RequestOutput]:
         """Stream a request's progress step by step; leaving early aborts it."""
+        arrival = self._clock()
         params = params or SamplingParams()
         self.engine.validate_request(prompt_token_ids, params)
         self.start()
         request_id = request_id or uuid.uuid4().hex
-        stream = _Stream(asyncio.get_running_loop())
+        stream = _Stream(asyncio.get_running_loop(), arrival)
         with self._streams_lock:
             if request_id in self._streams:
                 raise EngineRequestError(f"request id {request_id!r} is already in flight; use a unique id")
@@ -117,6 +202,23 @@ class AsyncLLMEngine:
     def stats(self) -> dict[str, Any]:
         """The engine's counters as of the end of the latest step."""
         return dict(self._stats)
+
+    def latency_histograms(self) -> dict[str, HistogramSnapshot]:
+        """The three request latencies since start, by their metric name (see the module docstring)."""
+        return {name: histogram.snapshot() for name, histogram in self._latencies()}
+
+    def latency_quantiles(self) -> dict[str, dict[str, float | None]]:
+        """p50/p90/p99 of each latency over its recent window, by the same names."""
+        return {name: histogram.quantiles() for name, histogram in self._latencies()}
+
+    def cached_block_hashes(self, limit: int) -> list[int]:
+        """Up to `limit` cached KV blocks' 63-bit hashes, most recently used first (see kv/hashing.py)."""
+        return self.engine.kv.recent_block_hashes(limit)
+
+    def _latencies(self) -> list[tuple[str, LatencyHistogram]]:
+        return [("time_to_first_token_seconds", self.time_to_first_token),
+                ("inter_token_latency_seconds", self.inter_token_latency),
+                ("e2e_request_latency_seconds", self.e2e_request_latency)]
 
     async def shutdown(self) -> None:
         """Stop the thread after the current step; streams still open fail with EngineDeadError."""
@@ -177,10 +279,25 @@ class AsyncLLMEngine:
             stream = self._streams.get(request_id)
         if stream is None:
             return
+        if isinstance(item, RequestOutput):
+            self._time(stream, item)
         try:
             stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
         except RuntimeError:  # its event loop is closed: nobody will read; free the request
             self.engine.abort_request(request_id)
+
+    def _time(self, stream: _Stream, output: RequestOutput) -> None:
+        """Observe the latencies this output ends (see the module docstring)."""
+        now = self._clock()
+        num_tokens = max((len(choice.token_ids) for choice in output.outputs), default=0)
+        if num_tokens:
+            if stream.last_token_at is None:
+                self.time_to_first_token.observe(now - stream.arrival)
+            else:
+                self.inter_token_latency.observe((now - stream.last_token_at) / num_tokens, num_tokens)
+            stream.last_token_at = now
+        if output.finished and all(choice.finish_reason != "abort" for choice in output.outputs):
+            self.e2e_request_latency.observe(now - stream.arrival)
 
     def _fail_all(self, error: BaseException) -> None:
         with self._streams_lock:

@@ -10,7 +10,7 @@ where they overlap. Each engine's module is imported only when a package asks fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from slipway.runtimes.base import BadRequestError, PredictResult, Runtime
 from slipway.spec.package import PackageSpec
@@ -29,6 +29,17 @@ class LlmRuntime(Runtime):
             return await self.completions(body)
         raise BadRequestError("a kind 'llm' /predict body needs 'messages' (chat) or 'prompt' (completion)",
                               param="messages")
+
+    def engine_stats(self) -> dict[str, Any]:
+        """The engine's counters and gauges under the /stats keys, without anything costly to
+        gather (a replica's /metrics reads it at every scrape)."""
+        return self.stats()
+
+    def latency_histograms(self) -> Mapping[str, Any]:
+        """Latency histogram snapshots by name (`time_to_first_token_seconds`,
+        `inter_token_latency_seconds`, `e2e_request_latency_seconds`), each with `bounds`,
+        `counts`, `sum` and `count`; empty when the engine does not measure them."""
+        return {}
 
 
 def create_llm_runtime(spec: PackageSpec, package_dir: Path) -> Runtime:

@@ -7,7 +7,12 @@
              body ─► openai_text: 400s naming the parameter ─► prompt token ids (worker thread)
              ─► one engine request per prompt ─► a whole answer, or a stream of chunks (openai_output)
     a stream closed early (the client went away) aborts its engine requests at once
-    stats()  the engine's counters under the keys vllm.py reports, plus the builtin's own
+    stats()  the engine's counters under the keys vllm.py reports, plus the builtin's own, the
+             latency quantiles, and `cached_block_hashes` for cache-aware routing (below)
+
+`cached_block_hashes` lists up to `max_cached_block_hashes` KV blocks in the prefix cache, most
+recently used first, as JSON integers: each the block's chained hash cut to 63 bits, exactly what
+`slipway.routing.hashing.block_hash_chain` computes for the same token ids and `kv_block_size`.
 
 `runtime.dtype: auto` lets the engine pick (bfloat16: fastest on CPUs with AVX-512 BF16 and on
 GPUs); `float32` computes exactly what Hugging Face transformers computes in float32.
@@ -60,6 +65,8 @@ class BuiltinLlmConfig(BaseModel):
     enable_prefix_caching: bool | None = Field(None, description="Reuse KV blocks of prompts sharing a prefix.")
     num_speculative_tokens: int = Field(0, ge=0, le=16, description="N-gram draft tokens per greedy step; 0 is off.")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:N'; None picks cuda when available.")
+    max_cached_block_hashes: int = Field(4096, ge=0, le=1_000_000, description=(
+        "Most block hashes in /stats `cached_block_hashes` (most recently used first); 0 leaves it empty."))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "BuiltinLlmConfig":
@@ -288,6 +295,21 @@ class BuiltinLlmRuntime(LlmRuntime):
     # -- stats -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """`engine_stats()`, the latency quantiles, and the cached block summary (module docstring)."""
+        stats = self.engine_stats()
+        if self.engine is None:
+            return {**stats, "cached_block_hashes": [], "kv_block_size": self.spec.runtime.block_size}
+        for name, quantiles in self.engine.latency_quantiles().items():
+            stats[name] = quantiles
+        for name, histogram in self.engine.latency_histograms().items():
+            stats[name]["count"] = histogram.count
+        stats["cached_block_hashes"] = self.engine.cached_block_hashes(self.config.max_cached_block_hashes)
+        return stats
+
+    def latency_histograms(self) -> Mapping[str, Any]:
+        return {} if self.engine is None else self.engine.latency_histograms()
+
+    def engine_stats(self) -> dict[str, Any]:
         if self.engine is None:
             return {"engine": "builtin", "engine_alive": False, "running": 0, "waiting": 0, "kv_usage": 0.0,
                     "prompt_tokens_total": self._prompt_tokens_total, "generation_tokens_total": 0}

@@ -14,6 +14,11 @@ Raw ASGI with a dict lookup per request keeps the hot path short. Work routes re
 and `Retry-After: 1` while loading or draining; every error is in the OpenAI error shape. A
 model's exception becomes a 500 carrying its message (the traceback goes to the log), never a
 crash of the server.
+
+A client that disconnects before its answer is complete stops the work at once: the handler (or
+a stream's wait for its first chunk) is cancelled, which for an LLM aborts the engine requests
+and frees their KV blocks; later chunks of a stream stop at the next one. Such a request is
+counted with status 499 (client closed request), as nginx does.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 # Requests in flight at once; past it new work gets 503 and Retry-After.
 DEFAULT_MAX_IN_FLIGHT = 1024
 RETRY_AFTER = [(b"retry-after", b"1")]
+# The status recorded for a request whose client left before the answer (nothing is sent).
+CLIENT_CLOSED_REQUEST = 499
 
 WorkHandler = Callable[[Any], Awaitable[Any]]
 
@@ -64,6 +71,8 @@ class ReplicaApp:
         self.on_load_failed = on_load_failed
         self.state = ServingState()
         self.metrics = ReplicaMetrics()
+        if spec.kind == "llm":
+            self.metrics.watch_llm_engine(lambda: self.runtime, model=spec.name)
         self.runtime: Runtime | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._work: dict[str, tuple[str, WorkHandler]] = {
@@ -216,10 +225,10 @@ class ReplicaApp:
 
     async def _answer(self, handler: WorkHandler, receive: Receive, send: Send,
                       echo: list[tuple[bytes, bytes]]) -> int:
-        """Run one request to its last byte; returns the HTTP status sent."""
+        """Run one request to its last byte; returns the HTTP status sent (499: the client left)."""
         try:
             body = parse_json(await read_body(receive, self.max_body_bytes))
-            result = await handler(body)
+            result = await _unless_client_leaves(handler(body), receive)
             if not is_stream(result):
                 payload = dumps(result)
             else:
@@ -227,7 +236,7 @@ class ReplicaApp:
                 try:
                     # The first chunk before the headers: a model failing at once gets a real 500.
                     try:
-                        first = await stream.__anext__()
+                        first = await _unless_client_leaves(stream.__anext__(), receive)
                     except StopAsyncIteration:  # an empty stream is still a stream: just [DONE]
                         first = b""
                     failure = await send_stream(send, receive, first, stream, echo)
@@ -236,6 +245,9 @@ class ReplicaApp:
                 if failure is not None:
                     log.error("stream failed after it started: %s", failure, exc_info=failure)
                 return 200
+        except _ClientDisconnected:
+            log.info("client disconnected before the answer; its work was cancelled")
+            return CLIENT_CLOSED_REQUEST
         except SlipwayError as exc:
             if exc.status_code >= 500:
                 log.error("request failed: %s", exc.message, exc_info=exc)
@@ -270,6 +282,35 @@ class ReplicaApp:
     async def _completions(self, body: Any) -> Any:
         assert self.runtime is not None
         return await self.runtime.completions(_object(body))
+
+
+class _ClientDisconnected(Exception):
+    """The client closed its connection before the answer was sent."""
+
+
+async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
+    """The result of `work`, or `_ClientDisconnected` once the client goes away, `work` cancelled.
+
+    Only for waits before anything is sent: once the body is read, the next ASGI message can
+    only be the disconnect.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():  # the client left, or this request itself was cancelled
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled() and watcher.done() and not watcher.cancelled():
+        raise _ClientDisconnected()
+    return task.result()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -7,12 +7,18 @@ several apps in one process).
     slipway_replica_ready                               gauge, 1 when serving
 
 `route` is one of a fixed set (predict, embeddings, chat.completions, completions, other), so
-the label's cardinality stays bounded whatever paths clients call.
+the label's cardinality stays bounded whatever paths clients call; `status` 499 counts requests
+whose client left before the answer. A kind `llm` replica adds the engine's `slipway_llm_*`
+metrics (llm_metrics.py).
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from slipway.server.llm_metrics import LlmEngineCollector
 
 # Up to two minutes: a long LLM stream still lands in a bucket.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -33,6 +39,10 @@ class ReplicaMetrics:
         self.in_flight = Gauge("slipway_replica_in_flight", "Requests being worked on now.",
                                registry=self.registry)
         self.ready = Gauge("slipway_replica_ready", "1 when the replica serves traffic.", registry=self.registry)
+
+    def watch_llm_engine(self, runtime: Callable[[], Any], *, model: str) -> None:
+        """Export the `slipway_llm_*` metrics of the runtime `runtime()` returns, read at each scrape."""
+        self.registry.register(LlmEngineCollector(runtime, model))
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()

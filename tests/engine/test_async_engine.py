@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -114,3 +115,81 @@ async def test_no_requests_after_shutdown(engine):
     await engine.shutdown()
     with pytest.raises(EngineDeadError, match="shut down"):
         await collect(engine, random_prompt(5, seed=9), SamplingParams(max_tokens=2))
+
+
+# -- latencies ---------------------------------------------------------------------------------
+
+
+class TickClock:
+    """A fake clock: every reading is one second after the one before."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.now += 1.0
+            return self.now
+
+
+async def timed_engine(folder, **config) -> AsyncLLMEngine:
+    config = EngineConfig(dtype="float32", device="cpu", block_size=4, num_kv_blocks=128, max_model_len=256, **config)
+    return await asyncio.to_thread(AsyncLLMEngine.from_pretrained, folder, config, clock=TickClock())
+
+
+async def test_latencies_are_timed_where_outputs_leave_the_engine(llama_checkpoint):
+    engine = await timed_engine(llama_checkpoint[0])
+    try:
+        # Readings: arrival 1, then one per output: tokens at 2, 3, 4, 5, 6.
+        params = SamplingParams(max_tokens=5, ignore_eos=True)
+        tokens, _, chunks = await collect(engine, random_prompt(6, seed=10), params)
+        assert len(tokens) == chunks == 5
+        latencies = engine.latency_histograms()
+        ttft, itl, e2e = (latencies[name] for name in ("time_to_first_token_seconds", "inter_token_latency_seconds",
+                                                        "e2e_request_latency_seconds"))
+        assert (ttft.count, ttft.sum) == (1, 1.0)
+        assert (itl.count, itl.sum) == (4, 4.0)
+        assert (e2e.count, e2e.sum) == (1, 5.0)
+        # 1.0 is a bucket bound: le="1.0" holds the observation, the buckets below do not.
+        assert ttft.counts[ttft.bounds.index(1.0)] == 1 and sum(ttft.counts) == 1
+        assert e2e.counts[e2e.bounds.index(5.0)] == 1
+        assert engine.latency_quantiles()["e2e_request_latency_seconds"] == {"p50": 5.0, "p90": 5.0, "p99": 5.0}
+    finally:
+        await engine.shutdown()
+
+
+async def test_several_tokens_in_one_output_share_its_interval(llama_checkpoint):
+    engine = await timed_engine(llama_checkpoint[0], speculative={"num_speculative_tokens": 4})
+    try:
+        # A looping prompt makes n-gram drafts that this model (greedy) accepts: some outputs carry several tokens.
+        prompt = [5, 6, 7, 8] * 6
+        params = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
+        tokens, _, chunks = await collect(engine, prompt, params)
+        assert engine.stats()["spec_accepted_tokens"] > 0 and chunks < len(tokens)
+        itl = engine.latency_histograms()["inter_token_latency_seconds"]
+        # Every token after the first is observed once; their sum is the time between first and last output.
+        assert itl.count == len(tokens) - 1
+        assert itl.sum == pytest.approx(chunks - 1)
+    finally:
+        await engine.shutdown()
+
+
+async def test_an_aborted_request_has_a_first_token_but_no_end_to_end_latency(engine):
+    stream = engine.generate(random_prompt(8, seed=11), SamplingParams(max_tokens=200, ignore_eos=True))
+    await anext(stream)
+    await stream.aclose()
+    await wait_until(lambda: engine.stats()["requests"] == 0)
+    latencies = engine.latency_histograms()
+    assert latencies["time_to_first_token_seconds"].count == 1
+    assert latencies["e2e_request_latency_seconds"].count == 0
+    assert engine.latency_quantiles()["e2e_request_latency_seconds"] == {"p50": None, "p90": None, "p99": None}
+
+
+async def test_cached_block_hashes_name_the_prompts_blocks(engine):
+    from slipway.routing import block_hash_chain
+
+    prompt = random_prompt(13, seed=12)
+    await collect(engine, prompt, SamplingParams(max_tokens=1))
+    assert engine.cached_block_hashes(3) == list(block_hash_chain(prompt, 4))
+    assert engine.cached_block_hashes(0) == []

@@ -14,7 +14,8 @@ import openai
 import pytest
 import uvicorn
 
-from slipway.errors import SpecError
+from slipway.errors import RuntimeLoadError, SpecError
+from slipway.routing import block_hash_chain
 from slipway.runtimes.base import BadRequestError
 from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime
 from slipway.runtimes.vllm_metrics import map_vllm_metrics
@@ -304,13 +305,36 @@ async def test_closing_a_stream_aborts_its_engine_request_at_once(runtime):
 
 
 async def test_stats_keep_the_vllm_keys_and_count_tokens(runtime):
-    await runtime.completions({"prompt": "abcd", "max_tokens": 3, "ignore_eos": True})
+    await runtime.completions({"prompt": "abcd" * 5, "max_tokens": 3, "ignore_eos": True})
     stats = runtime.stats()
     assert set(map_vllm_metrics("")) <= set(stats)
     assert stats["engine"] == "builtin" and stats["engine_alive"] is True
     assert stats["prompt_tokens_total"] >= 4 and stats["generation_tokens_total"] >= 3
     assert 0 < stats["kv_blocks_total"] and 0.0 <= stats["kv_usage"] <= 1.0
     assert {"prefix_cache_hit_rate", "spec_acceptance_rate", "kv_blocks_used"} <= set(stats)
+    # Latency quantiles over the recent window, and the cached block summary (the last request's first).
+    assert set(stats["time_to_first_token_seconds"]) == {"p50", "p90", "p99", "count"}
+    assert stats["e2e_request_latency_seconds"]["count"] >= 1
+    prompt = runtime.engine.tokenizer("abcd" * 5)["input_ids"]
+    assert len(prompt) >= 16 and stats["cached_block_hashes"][:len(prompt) // 16] == list(block_hash_chain(prompt, 16))
+    assert "cached_block_hashes" not in runtime.engine_stats(), "/metrics reads engine_stats at every scrape"
+
+
+async def test_stats_before_load_and_the_summary_limit(tiny_llama):
+    folder, _ = tiny_llama
+    config = BuiltinLlmConfig.from_env({"SLIPWAY_LLM_MAX_CACHED_BLOCK_HASHES": "1",
+                                        "SLIPWAY_LLM_KV_CACHE_MEMORY": "8Mi"})
+    runtime = BuiltinLlmRuntime(package_spec(folder), folder, config=config)
+    assert runtime.stats()["cached_block_hashes"] == [] and runtime.stats()["kv_block_size"] == 16
+    assert runtime.latency_histograms() == {}
+    await runtime.load()
+    try:
+        await runtime.completions({"prompt": list(range(3, 40)), "max_tokens": 1})
+        assert len(runtime.stats()["cached_block_hashes"]) == 1
+    finally:
+        await runtime.close()
+    with pytest.raises(RuntimeLoadError, match="max_cached_block_hashes"):
+        BuiltinLlmConfig.from_env({"SLIPWAY_LLM_MAX_CACHED_BLOCK_HASHES": "-1"})
 
 
 # -- over HTTP -----------------------------------------------------------------------------------

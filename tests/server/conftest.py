@@ -1,18 +1,23 @@
-"""`python -m slipway.server` as a real subprocess on a free port, found through --port-file."""
+"""Replicas for the server tests: `python -m slipway.server` as a real subprocess on a free port,
+found through --port-file; or a `ReplicaApp` served by uvicorn in a thread of the test process,
+when a test needs to look inside it (the engine's counters) while it serves real HTTP."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +106,32 @@ def start_replica(tmp_path):
     yield start
     for replica in started:
         replica.stop()
+
+
+class InThreadReplica:
+    """`app` served by uvicorn on a free 127.0.0.1 port, in a thread; a context manager."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on", http="httptools"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "InThreadReplica":
+        self.thread.start()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.app.state.ready:
+            assert self.app.state.load_error is None, self.app.state.load_error
+            assert time.monotonic() < deadline, f"the replica did not load in {timeout}s"
+            time.sleep(0.02)
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

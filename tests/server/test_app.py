@@ -5,6 +5,7 @@ One replica serves the whole module: a custom model with a few behaviours picked
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -174,6 +175,23 @@ def test_in_flight_is_visible_in_stats_and_metrics(http, replica):
         assert samples["slipway_replica_in_flight"] == 1
     finally:
         slow.join()
+
+
+def test_a_client_leaving_before_the_answer_ends_its_request_at_once(http, replica):
+    closed_before = _requests(http).get(("predict", "499"), 0)
+    body = b'{"sleep": 1.0}'
+    with socket.create_connection(("127.0.0.1", replica.port)) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 5
+        while http.get("/stats").json()["in_flight"] != 1:
+            assert time.monotonic() < deadline, "the slow request never showed as in flight"
+            time.sleep(0.01)
+    left_at = time.monotonic()
+    while http.get("/stats").json()["in_flight"] != 0:
+        assert time.monotonic() - left_at < 0.5, "the request stayed in flight after its client left"
+        time.sleep(0.01)
+    assert _requests(http)[("predict", "499")] == closed_before + 1
 
 
 def test_metrics_parse_and_count_requests_by_route_and_status(http):

@@ -29,8 +29,10 @@ Rules the manager keeps:
 - Free blocks are reused in least-recently-released order; a sequence releases its blocks tail
   first, so its shared prefix is the last to be evicted.
 - Calls that change state: `allocate_slots`, `cache_full_blocks`, `fork`, `free`. Calls that do
-  not: `find_prefix`, `block_table`, the counters. A `PrefixHit` is valid until the next call
-  that changes state.
+  not: `find_prefix`, `block_table`, the counters, `recent_block_hashes`. A `PrefixHit` is valid
+  until the next call that changes state.
+- One thread drives the cache; `recent_block_hashes` (the cached-block summary a replica reports
+  for routing, most recently used first) is the only call another thread may make.
 - `allocate_slots` returns the new block table, or `None` ("cannot allocate") and changes
   nothing; the scheduler then preempts or waits.
 """

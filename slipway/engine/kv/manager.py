@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 from slipway.engine.kv.base import NO_HIT, PrefixHit
 from slipway.engine.kv.block_pool import BlockPool
-from slipway.engine.kv.hashing import ROOT_HASH, hash_block
+from slipway.engine.kv.hashing import ROOT_HASH, hash_block, reported_hash
 
 
 class KVCacheManager:
@@ -50,6 +50,14 @@ class KVCacheManager:
 
     def cached_hashes(self) -> Iterator[int]:
         return self.pool.cached_hashes()
+
+    def recent_block_hashes(self, limit: int) -> list[int]:
+        """The reported (63-bit, see `hashing.reported_hash`) hashes of up to `limit` cached blocks,
+        most recently used first: the summary a replica gives routers. Safe from any thread;
+        O(limit), whatever the size of the cache."""
+        if limit <= 0:
+            return []
+        return [reported_hash(block_hash) for block_hash in self.pool.recent_cached_hashes(limit)]
 
     def find_prefix(self, token_ids: Sequence[int]) -> PrefixHit:
         """The longest cached run of full blocks that starts `token_ids`.

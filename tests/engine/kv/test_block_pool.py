@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,6 +93,17 @@ class KVMachine(RuleBasedStateMachine):
         assert sum(h is not None for h in pool.block_hashes) == pool.num_cached
 
     @invariant()
+    def summary_lists_every_cached_block_and_free_ones_in_reverse_eviction_order(self):
+        pool = self.kv.pool
+        recent = pool.recent_cached_hashes(NUM_BLOCKS)
+        assert sorted(recent) == sorted(pool.cached_hashes()) and len(set(recent)) == len(recent)
+        # Among free blocks the summary's order is the eviction order reversed: the first to go come last.
+        free_in_summary = [h for h in recent if pool.is_free(pool.cached_block(h))]
+        evicted_first = [pool.block_hashes[b] for b in pool.free_block_ids() if pool.block_hashes[b] is not None]
+        assert free_in_summary == evicted_first[::-1]
+        assert pool.recent_cached_hashes(2) == recent[:2]
+
+    @invariant()
     def tables_hold_their_tokens(self):
         for seq_id, toks in self.tokens.items():
             assert len(self.kv.block_table(seq_id)) >= -(-len(toks) // BS)
@@ -142,3 +155,47 @@ def test_cached_free_block_is_dropped_from_the_map_on_reuse():
     assert pool.cached_block(123) == block
     pool.allocate(2)
     assert pool.cached_block(123) is None and pool.num_cached == 0
+
+
+def test_summary_is_most_recently_used_first():
+    pool = BlockPool(4)
+    blocks = pool.allocate(3)
+    for block, block_hash in zip(blocks, (10, 11, 12)):
+        pool.cache(block, block_hash)
+    assert pool.recent_cached_hashes(10) == [12, 11, 10], "registration order, newest first"
+    pool.release(reversed(blocks))  # tail first, as a sequence frees: its head is now the most recent
+    assert pool.recent_cached_hashes(10) == [10, 11, 12]
+    pool.acquire([blocks[1], blocks[2]])  # a prefix hit starting at block 1's content
+    assert pool.recent_cached_hashes(10) == [11, 12, 10]
+    assert pool.recent_cached_hashes(1) == [11] and pool.recent_cached_hashes(0) == []
+    pool.allocate(2)  # the free uncached block, then block 0 (hash 10) is evicted
+    assert pool.recent_cached_hashes(10) == [11, 12]
+
+
+def test_summary_can_be_read_while_the_engine_thread_changes_the_pool():
+    pool = BlockPool(64)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                assert len(pool.recent_cached_hashes(64)) <= 64
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for round_ in range(300):
+            blocks = pool.allocate(16)
+            for index, block in enumerate(blocks):
+                pool.cache(block, round_ * 100 + index)
+            pool.acquire(blocks[:8])
+            pool.release(blocks[:8])
+            pool.release(reversed(blocks))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert pool.num_cached == len(pool.recent_cached_hashes(64)) > 0

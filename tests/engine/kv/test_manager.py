@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slipway.engine.kv import NO_HIT, KVCacheManager, hash_prefix_blocks
+from slipway.routing import block_hash_chain
 
 BS = 4
 
@@ -116,3 +117,25 @@ def test_prefix_hit_only_on_first_allocation():
     kv.allocate_slots(1, 2)
     with pytest.raises(ValueError, match="first allocation"):
         kv.allocate_slots(1, 9, kv.find_prefix(tokens(9)))
+
+
+def test_recent_block_hashes_are_the_routers_chains_newest_sequence_first():
+    kv = KVCacheManager(16, BS)
+    first, second = tokens(13), tokens(9, start=500)
+    for seq_id, seq in ((0, first), (1, second)):
+        kv.allocate_slots(seq_id, len(seq))
+        kv.cache_full_blocks(seq_id, seq, len(seq))
+        kv.free(seq_id)
+    assert kv.recent_block_hashes(16) == [*block_hash_chain(second, BS), *block_hash_chain(first, BS)]
+    assert kv.recent_block_hashes(3) == [*block_hash_chain(second, BS), block_hash_chain(first, BS)[0]], \
+        "a cut summary keeps whole prefixes"
+    kv.allocate_slots(2, 13, kv.find_prefix(first + [7]))  # a hit makes the first prompt's blocks the newest
+    assert kv.recent_block_hashes(3) == list(block_hash_chain(first, BS))
+    assert kv.recent_block_hashes(0) == []
+
+
+def test_no_summary_without_prefix_caching():
+    kv = KVCacheManager(8, BS, enable_prefix_caching=False)
+    kv.allocate_slots(0, 8)
+    kv.cache_full_blocks(0, tokens(8), 8)
+    assert kv.recent_block_hashes(8) == []
