@@ -126,9 +126,12 @@ class Node:
         self.backend = LocalBackend(home)
         self.plane = ControlPlane(self.store, self.backend, home=home)
         self.workspace, _ = self.plane.bootstrap()
+        # A request held for a deployment with no ready replica wakes the control loop, so the
+        # autoscaler sees it queued and starts a replica now rather than at the next interval.
         self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
                                           GatewayConfig(usage_journal_dir=home / "usage",
-                                                        operator_workspace_id=self.plane.system_workspace_id))
+                                                        operator_workspace_id=self.plane.system_workspace_id),
+                                          on_demand=lambda _deployment_id: self.plane.wake())
         # The control loop reads this process's gateway load directly (no HTTP hop).
         self.plane.autoscaler = Autoscaler(InProcessLoadSource(self.gateway.load))
         self.sessions = DashboardSessions(self.store)

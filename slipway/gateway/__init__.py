@@ -1,12 +1,15 @@
-"""The data plane: authenticate, resolve, route, proxy and stream, retry, meter.
+"""The data plane: authenticate, resolve, hold through cold starts, route, proxy and stream, retry, meter.
 
     app.py        GatewayApp / create_gateway_app: the raw ASGI app, its routes and lifespan
     base.py       SnapshotSource and UsageSink: what the gateway needs from the control plane and store
-    config.py     GatewayConfig: limits, timeouts, retry and metering settings
+    config.py     GatewayConfig: limits, timeouts, retry, cold-start hold and metering settings
     table.py      RouteTable: a routing snapshot indexed for lookups; model and deployment resolution
-    health.py     ReplicaTracker: in flight per replica, passive health marks
+    hold.py       ColdStartHold: requests for a deployment with no ready replica wait, bounded, for one
+    health.py     ReplicaTracker: in flight per replica, a circuit breaker per replica
     proxy.py      Proxy: pick a replica, send, retry before the first byte, relay or stream, meter
+    sse.py        SseFramer and error_event: whole SSE events, and the event that ends a broken stream
     upstream.py   UpstreamPool: the lean keep-alive HTTP/1.1 client to replicas
+    metrics.py    GatewayMetrics: the Prometheus registry (cold-start histogram) and recent cold starts
     meter.py      UsageMeter: usage records through the journal to the sink, in a worker thread
     journal.py    DiskJournal / MemoryJournal: append-only segments that survive a crash
     snapshots.py  StaticSnapshotSource, HttpSnapshotSource

@@ -14,6 +14,11 @@ Routes
 
 Every answer carries x-request-id; every error is in the OpenAI shape. A model or deployment of
 another workspace gets the same 404 as one that does not exist.
+
+A request for a deployment with no ready replica is held (hold.py) until one is ready:
+`on_demand(deployment_id)`, given at construction, is called when it starts waiting (`slipway up`
+wires it to the control plane's `wake()`), and `load()` counts it as `queued`. Cold-start times
+are kept in `metrics_registry` (slipway_gateway_cold_start_seconds) and `cold_starts()`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -31,10 +36,12 @@ from slipway.gateway.base import SnapshotSource, UsageSink
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import MethodNotAllowedError
 from slipway.gateway.health import ReplicaTracker
+from slipway.gateway.hold import ColdStartHold
 from slipway.gateway.http import (
     JSON_TYPE, Receive, RequestHeaders, Scope, Send, error_json, new_request_id, parse_json, read_body, send_json,
 )
 from slipway.gateway.meter import UsageMeter
+from slipway.gateway.metrics import ColdStart, GatewayMetrics
 from slipway.gateway.proxy import Call, Proxy
 from slipway.gateway.table import RouteTable, Target
 from slipway.gateway.upstream import PoolLimits, UpstreamPool
@@ -54,17 +61,21 @@ _SNAPSHOT_RETRY_DELAY = 1.0
 
 
 class GatewayApp:
-    def __init__(self, source: SnapshotSource, usage: UsageSink, config: GatewayConfig) -> None:
+    def __init__(self, source: SnapshotSource, usage: UsageSink, config: GatewayConfig,
+                 on_demand: Callable[[str], None] | None = None) -> None:
         self.source = source
         self.config = config
         self.table = RouteTable.build(source.current())
-        self.tracker = ReplicaTracker(config.unhealthy_cooldown)
+        self.tracker = ReplicaTracker(config.unhealthy_cooldown, config.breaker_failures)
+        self.hold = ColdStartHold(config, on_demand)
+        self.metrics = GatewayMetrics()
+        self.metrics_registry = self.metrics.registry
         self.meter = UsageMeter(usage, config)
         self.pool = UpstreamPool(PoolLimits(
             connect_timeout=config.connect_timeout, pool_timeout=config.pool_timeout,
             max_connections=config.max_connections_per_replica,
             max_idle_connections=config.max_idle_connections_per_replica))
-        self.proxy = Proxy(config, self.pool, self.tracker, self.meter)
+        self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics)
         self._follow_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -75,6 +86,7 @@ class GatewayApp:
         if self.started:
             return
         await self.meter.start()
+        self.hold.stopping = False
         self._install(self.source.current())
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="slipway-snapshot-follow")
         self.started = True
@@ -84,6 +96,7 @@ class GatewayApp:
         if not self.started:
             return
         self.started = False
+        self.hold.stop()
         if self._follow_task is not None:
             self._follow_task.cancel()
             try:
@@ -111,6 +124,7 @@ class GatewayApp:
         self.table = RouteTable.build(snapshot, previous=self.table)
         self.tracker.on_snapshot(snapshot)
         self.pool.retain(self.table.replica_urls())
+        self.hold.table_changed()
 
     # -- ASGI -----------------------------------------------------------------------------------
 
@@ -155,14 +169,32 @@ class GatewayApp:
                 call.key = self._invoker(headers)
                 body = await read_body(receive, headers, self.config.max_body_bytes)
                 model = _model_field(parse_json(body))
-                target = self._allowed(call.key, self.table.resolve_model(call.key.workspace_id, model))
+                key = call.key
+
+                def resolve() -> Target:
+                    return self._allowed(key, self.table.resolve_model(key.workspace_id, model))
+
+                target = resolve()
+                if not target.route.has_ready:
+                    target = await self.hold.until_ready(call, target, resolve, receive)
+                    if target is None:
+                        return  # the client left while its request was held
                 await self.proxy.forward(call, target, openai[1], body, JSON_TYPE, send, receive)
             elif path.startswith(("/models/", "/deployments/")):
                 _require_method(method, "POST", path)
                 call.key = self._invoker(headers)
                 body = await read_body(receive, headers, self.config.max_body_bytes)
-                target = self._allowed(call.key, self._resolve_predict(call.key, path))
+                key = call.key
+
+                def resolve() -> Target:
+                    return self._allowed(key, self._resolve_predict(key, path))
+
+                target = resolve()
                 parse_json(body)  # replicas take JSON; refuse anything else here, before a replica sees it
+                if not target.route.has_ready:
+                    target = await self.hold.until_ready(call, target, resolve, receive)
+                    if target is None:
+                        return  # the client left while its request was held
                 await self.proxy.forward(call, target, b"/predict", body, headers.content_type or JSON_TYPE,
                                          send, receive)
             elif path == "/v1/models":
@@ -244,13 +276,17 @@ class GatewayApp:
         """
         see_all = workspace_id is None or workspace_id == self.config.operator_workspace_id
         in_flight = self.tracker.in_flight_by_deployment
-        # `queued`: requests held for a replica. Every request is sent or refused at once today, so 0.
+        queued = self.hold.queued  # requests held for a cold start
         deployments = {
-            deployment_id: {"in_flight": in_flight.get(deployment_id, 0), "queued": 0}
+            deployment_id: {"in_flight": in_flight.get(deployment_id, 0), "queued": queued.get(deployment_id, 0)}
             for deployment_id, route in self.table.deployments.items()
             if see_all or route.workspace_id == workspace_id
         }
         return {"snapshot_version": self.table.version, "at": time.time(), "deployments": deployments}
+
+    def cold_starts(self, deployment_id: str | None = None) -> list[ColdStart]:
+        """Recent cold starts (requests held for a replica: arrival to first byte sent), oldest first."""
+        return self.metrics.recent_cold_starts(deployment_id)
 
 
 def _require_method(method: str, expected: str, path: str) -> None:
@@ -266,6 +302,11 @@ def _model_field(payload: Any) -> str:
     return model
 
 
-def create_gateway_app(source: SnapshotSource, usage: UsageSink, config: GatewayConfig | None = None) -> GatewayApp:
-    """The gateway as an ASGI app; start it with `await app.startup()` or through ASGI lifespan."""
-    return GatewayApp(source, usage, config or GatewayConfig())
+def create_gateway_app(source: SnapshotSource, usage: UsageSink, config: GatewayConfig | None = None, *,
+                       on_demand: Callable[[str], None] | None = None) -> GatewayApp:
+    """The gateway as an ASGI app; start it with `await app.startup()` or through ASGI lifespan.
+
+    `on_demand(deployment_id)` is called, on the event loop, whenever a request starts waiting for
+    a deployment with no ready replica; it must not block (e.g. `ControlPlane.wake`).
+    """
+    return GatewayApp(source, usage, config or GatewayConfig(), on_demand)

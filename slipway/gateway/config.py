@@ -16,18 +16,38 @@ class GatewayConfig(BaseModel):
         10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger bodies get 413.")
     connect_timeout: float = Field(
         5.0, gt=0, description="Seconds to open a TCP connection to a replica before trying another.")
+    first_byte_timeout: float = Field(
+        120.0, gt=0, description="Seconds from sending a request to a replica (connecting included) to its "
+                                 "response headers. Past it the request is retried once on another replica, "
+                                 "then answered 504.")
     request_timeout: float = Field(
-        300.0, gt=0, description="Seconds to wait for a replica's response headers before answering 504.")
+        600.0, gt=0, description="Seconds one call to a replica may take in all, to the last byte of its answer. "
+                                 "Past it a streamed answer ends with an error event (SSE) or an aborted "
+                                 "connection, never a silently short body.")
     stream_idle_timeout: float = Field(
-        300.0, gt=0, description="Seconds a response body may go without a byte before the gateway ends it.")
+        300.0, gt=0, description="Seconds a response body may go without a byte before the gateway ends it, "
+                                 "the same way as request_timeout.")
     pool_timeout: float = Field(
         30.0, gt=0, description="Seconds a request may wait for a free connection when a replica's pool is full.")
     retry_on_connect_failure: bool = Field(
         True, description="Retry once, on another replica, when a replica fails before sending any byte "
-                          "(refused, reset, or 503 while draining).")
+                          "(refused, reset, 503 while draining, or no headers within first_byte_timeout).")
     unhealthy_cooldown: float = Field(
-        5.0, ge=0, description="Seconds a replica that failed that way is skipped, unless a newer routing "
-                               "snapshot says it is ready again.")
+        5.0, ge=0, description="Seconds a replica stays out of rotation once its circuit breaker opens; then "
+                               "one probe request decides: a success puts it back, a failure opens the breaker "
+                               "for another cooldown. A snapshot in which it turns ready again closes it at once.")
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed requests (timeouts, 5xx answers, answers broken midway) that "
+                             "open a replica's circuit breaker. A refused connection or a 503 while draining "
+                             "opens it at once: nothing there can answer.")
+    cold_start_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request for a deployment with no ready replica (scaled to zero, or "
+                                "still starting) is held for one before it gets 503 with Retry-After. A held "
+                                "request counts as `queued` in the gateway's load, which makes the autoscaler "
+                                "start a replica.")
+    max_queued_per_deployment: int = Field(
+        256, ge=0, description="Most requests held per deployment while it has no ready replica; one more gets "
+                               "429 with Retry-After. 0 holds none: such requests get 503 at once.")
     max_connections_per_replica: int = Field(
         512, ge=1, description="Most open connections to one replica; more requests wait up to pool_timeout.")
     max_idle_connections_per_replica: int = Field(
@@ -37,7 +57,8 @@ class GatewayConfig(BaseModel):
         description="Responses up to this size (by Content-Length) are read whole, which lets the gateway "
                     "read their token usage; larger ones stream through and count as 1 input, 1 output.")
     retry_after_seconds: int = Field(
-        1, ge=0, description="Value of Retry-After on 503 answers (no ready replica).")
+        1, ge=0, description="Value of Retry-After on the gateway's own 503 (no ready replica) and 429 "
+                             "(cold-start queue full) answers.")
     usage_journal_dir: Path | None = Field(
         None, description="Folder of the usage journal (e.g. $SLIPWAY_HOME/usage). Each answered request's "
                           "record is appended here before its last byte is sent, so a crash loses none. "

@@ -12,7 +12,9 @@ The event loop never waits on the database: only the worker thread calls the sin
 
 Units: a JSON response's `usage` (prompt_tokens in, completion_tokens out) when it has one, or
 a streamed chat/completions answer's last usage chunk (`StreamUsage`, read as the chunks pass);
-otherwise 1 in, 1 out for a success and 0, 0 for an error.
+otherwise 1 in, 1 out for a success and 0, 0 for an error. An answer that broke off midway is
+billed for what was answered, once, with status 502: its usage chunk if one passed, else 1 in,
+1 out when any of it reached the client (0, 0 when none did).
 """
 
 from __future__ import annotations

@@ -2,15 +2,24 @@
 
     await proxy.forward(call, target, upstream_path, body, content_type, send, receive)
 
-  pick      the deployment's policy chooses among ready replicas (tracker: in flight, marks)
-  send      pooled keep-alive connection; the request id travels as x-request-id
-  retry     a failure before any response byte (refused, reset, closed, or a 503 while the replica
-            drains) is retried once on a different replica, and the failed one is marked down
+  pick      the deployment's policy chooses among ready replicas (tracker: in flight, circuit breakers)
+  send      pooled keep-alive connection; the request id travels as x-request-id; the headers must
+            come within first_byte_timeout, the whole answer within request_timeout
+  retry     a failure before any response byte (refused, reset, closed, no headers in time, or a
+            503 while the replica drains) is retried once on a different replica
+  health    every attempt tells the replica's circuit breaker how it went (see health.py)
   relay     a response with a Content-Length under max_buffered_response_bytes is read whole (to
-            read its usage); anything else (SSE, chunked, large) is forwarded chunk by chunk as it
-            arrives. After the first byte there is no retry: a broken stream just ends.
-  meter     the usage record is journaled before the last bytes go out; an SSE answer of the chat
-            and completions routes is metered from its usage chunk, read as the chunks pass
+            read its usage); anything else (SSE, chunked, large) is forwarded as it arrives, an SSE
+            answer in whole events (sse.py)
+  broken    after the first byte there is no retry. An answer that breaks off (replica gone,
+            connection reset, a timeout) never ends looking whole: an SSE answer ends with an
+            OpenAI error event and no `data: [DONE]`; any other body is cut by dropping the
+            client's connection without its last chunk
+  meter     one usage record per request, journaled before the last bytes go out; an SSE answer of
+            the chat and completions routes is metered from its usage chunk, read as the chunks
+            pass. A broken answer is billed as answered (its usage chunk if one passed, else 1 in,
+            1 out once any byte went out) with status 502
+  metric    a request held for a cold start (Call.held) reports the time to its first byte sent
 """
 
 from __future__ import annotations
@@ -28,8 +37,12 @@ from slipway.gateway.errors import NoReadyReplicaError
 from slipway.gateway.health import ReplicaTracker
 from slipway.gateway.http import Receive, Send, error_json, send_json
 from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
+from slipway.gateway.metrics import GatewayMetrics
+from slipway.gateway.sse import SseFramer, error_event
 from slipway.gateway.table import Target
-from slipway.gateway.upstream import UpstreamConnectFailed, UpstreamPool, UpstreamResponse
+from slipway.gateway.upstream import (
+    UpstreamBroken, UpstreamConnectFailed, UpstreamPool, UpstreamResponse, UpstreamTimeout,
+)
 from slipway.routing import RouteRequest, RoutingPolicy
 from slipway.routing.prompt import prompt_text
 from slipway.spec.snapshot import KeyEntry
@@ -53,6 +66,7 @@ class Call:
     created_at: float          # unix time at arrival
     route: str                 # predict | embeddings | chat.completions | completions
     key: KeyEntry | None = None
+    held: bool = False         # waited for a cold start (no ready replica when it arrived)
 
     def echo(self) -> list[tuple[bytes, bytes]]:
         return [(b"x-request-id", self.request_id)]
@@ -72,24 +86,27 @@ def routing_request(deployment_id: str, policy: RoutingPolicy, body: bytes) -> R
 
 class Proxy:
     def __init__(self, config: GatewayConfig, pool: UpstreamPool, tracker: ReplicaTracker,
-                 meter: UsageMeter) -> None:
+                 meter: UsageMeter, metrics: GatewayMetrics) -> None:
         self.config = config
         self.pool = pool
         self.tracker = tracker
         self.meter = meter
+        self.metrics = metrics
 
     async def forward(self, call: Call, target: Target, upstream_path: bytes, body: bytes,
                       content_type: bytes, send: Send, receive: Receive) -> None:
+        config = self.config
         route = target.route
         deployment_id = route.entry.deployment_id
         request = routing_request(deployment_id, route.policy, body)
-        attempts = 2 if self.config.retry_on_connect_failure else 1
+        attempts = 2 if config.retry_on_connect_failure else 1
+        first_byte_timeout = min(config.first_byte_timeout, config.request_timeout)
+        loop = asyncio.get_running_loop()
         tracker = self.tracker
         tried: frozenset[str] = frozenset()
-        failure: SlipwayError | None = None
+        failure: UpstreamError | None = None
         for attempt in range(attempts):
-            now = time.monotonic()
-            replica = tracker.choose(route, request, tried, now)
+            replica = tracker.choose(route, request, tried, time.monotonic())
             if replica is None:
                 break
             replica_id = replica.replica_id
@@ -97,22 +114,26 @@ class Proxy:
             message = b"".join((
                 b"POST ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-type: ", content_type,
                 b"\r\ncontent-length: %d\r\nx-request-id: " % len(body), call.request_id, b"\r\n\r\n", body))
+            deadline = loop.time() + config.request_timeout
             tracker.begin(replica_id, deployment_id)
             try:
-                response = await self.pool.send(replica.url, message, timeout=self.config.request_timeout)
-            except UpstreamConnectFailed as exc:
+                response = await self.pool.send(replica.url, message, timeout=first_byte_timeout)
+            except (UpstreamConnectFailed, UpstreamTimeout) as exc:
+                # Nothing came back: another replica may take it (inference requests are idempotent).
                 tracker.end(replica_id, deployment_id)
-                tracker.mark_down(replica_id, time.monotonic())
+                tracker.failed(replica_id, time.monotonic(), at_once=isinstance(exc, UpstreamConnectFailed))
                 tried |= {replica_id}
                 failure = exc
                 log.warning("replica %s failed before answering: %s", replica_id, exc.message)
                 continue
             except UpstreamError as exc:
                 tracker.end(replica_id, deployment_id)
+                tracker.failed(replica_id, time.monotonic())
                 await self.refuse(call, target, exc, send)
                 return
             except BaseException:
                 tracker.end(replica_id, deployment_id)
+                tracker.released(replica_id)
                 raise
             if response.status == 503 and attempt + 1 < attempts and _has_other(target, tried | {replica_id}):
                 # Draining or not ready after all: nothing was processed, so another replica may take it.
@@ -121,34 +142,47 @@ class Proxy:
                 tracker.mark_down(replica_id, time.monotonic())
                 tried |= {replica_id}
                 continue
+            healthy: bool | None = None
             try:
-                await self._relay(call, target, response, send, receive)
+                healthy = await self._relay(call, target, response, deadline, send, receive)
             finally:
                 response.close()
                 tracker.end(replica_id, deployment_id)
+                if healthy:
+                    tracker.succeeded(replica_id)
+                elif healthy is None:
+                    tracker.released(replica_id)
+                else:
+                    tracker.failed(replica_id, time.monotonic())
             return
-        ready = sum(1 for r in route.replicas if r.ready)
+        if isinstance(failure, UpstreamTimeout):
+            await self.refuse(call, target, UpstreamTimeout(
+                f"no replica of model {target.model_name!r} answered in time ({failure.message}); retry, or "
+                "raise the gateway's first_byte_timeout if the model needs longer before its first byte"), send)
+            return
         if failure is not None:
             error = NoReadyReplicaError(f"no replica of model {target.model_name!r} could be reached "
                                         f"({failure.message}); retry shortly")
-        elif not route.replicas:
-            error = NoReadyReplicaError(f"model {target.model_name!r} (deployment {deployment_id}) has no replica "
-                                        "running yet; retry shortly, or scale it up if it is scaled to zero")
         else:
+            ready = sum(1 for r in route.replicas if r.ready)
             error = NoReadyReplicaError(f"model {target.model_name!r} has no ready replica ({len(route.replicas)} "
-                                        f"starting, {ready} ready); retry in a few seconds")
-        await self.refuse(call, target, error, send,
-                          [(b"retry-after", b"%d" % self.config.retry_after_seconds)])
+                                        f"known, {ready} ready); retry in a few seconds")
+        await self.refuse(call, target, error, send)
 
-    async def refuse(self, call: Call, target: Target | None, error: SlipwayError, send: Send,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Answer `error` in the OpenAI shape; meter it when it concerns a resolved model."""
+    async def refuse(self, call: Call, target: Target | None, error: SlipwayError, send: Send) -> None:
+        """Answer `error` in the OpenAI shape (with Retry-After when its class asks for one); meter it
+        when it concerns a resolved model."""
         if target is not None:
             self._meter(call, target, error.status_code, None)
-        await send_json(send, error.status_code, error_json(error), [*call.echo(), *(headers or ())])
+        headers = call.echo()
+        if getattr(error, "retry_after", False):
+            headers.append((b"retry-after", b"%d" % self.config.retry_after_seconds))
+        await send_json(send, error.status_code, error_json(error), headers)
 
-    async def _relay(self, call: Call, target: Target, response: UpstreamResponse, send: Send,
-                     receive: Receive) -> None:
+    async def _relay(self, call: Call, target: Target, response: UpstreamResponse, deadline: float, send: Send,
+                     receive: Receive) -> bool | None:
+        """Pass the replica's answer on. Whether the replica did its part: True (answered whole, below
+        500), False (a 5xx, or broken off), None (the client left first)."""
         status = response.status
         content_type = b"application/json"
         length: int | None = None
@@ -164,20 +198,23 @@ class Proxy:
         if length is not None and length <= self.config.max_buffered_response_bytes \
                 and not content_type.startswith(b"text/event-stream"):
             try:
-                body = await response.read_all(self.config.stream_idle_timeout)
+                body = await response.read_all(self.config.stream_idle_timeout, deadline)
             except UpstreamError as exc:
                 await self.refuse(call, target, exc, send)
-                return
+                return False
             units = units_from_body(body) if b"json" in content_type else None
             self._meter(call, target, status, units)
             headers.append((b"content-length", b"%d" % len(body)))
+            self._first_byte(call, target)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
-            return
-        await self._stream(call, target, response, status, headers, send, receive)
+            return status < 500
+        return await self._stream(call, target, response, status, headers, deadline, send, receive)
 
     async def _stream(self, call: Call, target: Target, response: UpstreamResponse, status: int,
-                      headers: list[tuple[bytes, bytes]], send: Send, receive: Receive) -> None:
+                      headers: list[tuple[bytes, bytes]], deadline: float, send: Send,
+                      receive: Receive) -> bool | None:
+        self._first_byte(call, target)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         # A client that goes away must not keep a replica generating for nobody.
         gone = asyncio.ensure_future(receive())
@@ -186,23 +223,36 @@ class Proxy:
             response.abort("the client closed the connection")
 
         gone.add_done_callback(client_left)
+        is_sse = _content_type(headers).startswith(b"text/event-stream")
+        framer = SseFramer() if is_sse else None
+        token_stream = StreamUsage() if is_sse and call.route in _TOKEN_STREAM_ROUTES else None
         units: tuple[int, int] | None = None
-        token_stream = StreamUsage() if call.route in _TOKEN_STREAM_ROUTES and \
-            _content_type(headers).startswith(b"text/event-stream") else None
+        broken: UpstreamError | None = None
+        sent_any = False
+        idle_timeout = self.config.stream_idle_timeout
         try:
             while True:
                 try:
-                    chunk = await response.read_chunk(self.config.stream_idle_timeout)
+                    chunk = await response.read_chunk(idle_timeout, deadline)
                 except UpstreamError as exc:
                     if not gone.done():
-                        log.warning("stream from the replica ended early: %s", exc.message)
+                        broken = exc
                     break
                 if not chunk:
+                    if framer is not None:
+                        chunk = framer.flush()
+                        if chunk:
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     break
                 if token_stream is not None:
                     token_stream.feed(chunk)
                 elif _USAGE_KEY in chunk:
                     units = units_from_body(chunk) or units
+                if framer is not None:
+                    chunk = framer.feed(chunk)
+                    if not chunk:
+                        continue
+                sent_any = True
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
             gone.remove_done_callback(client_left)
@@ -210,8 +260,33 @@ class Proxy:
                 gone.cancel()
         if token_stream is not None:
             units = token_stream.units
-        self._meter(call, target, status, units)
+        if gone.done():
+            self._meter(call, target, status, units)
+            return None
+        if broken is None:
+            self._meter(call, target, status, units)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return status < 500
+        # Broken midway: bill what was answered, once; then make the break unmistakable.
+        log.warning("an answer of model %r (deployment %s) broke off midway: %s", target.model_name,
+                    target.route.entry.deployment_id, broken.message)
+        self._meter(call, target, UpstreamBroken.status_code, units or ((1, 1) if sent_any else (0, 0)))
+        if framer is None:
+            # Returning without the last body message makes the server drop the connection, so the
+            # client sees an incomplete body (an error), never a short one it takes for whole.
+            return False
+        framer.discard()
+        event = error_event(f"the answer broke off midway ({broken.message}); it is incomplete, retry the "
+                            "request")
+        if framer.mid_event:
+            event = b"\n\n" + event
+        await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return False
+
+    def _first_byte(self, call: Call, target: Target) -> None:
+        if call.held:
+            self.metrics.cold_start(target.route.entry.deployment_id, time.perf_counter() - call.started)
 
     def _meter(self, call: Call, target: Target, status: int, units: tuple[int, int] | None) -> None:
         if units is None:

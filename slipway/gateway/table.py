@@ -34,6 +34,8 @@ class DeploymentRoute:
     replicas: list[ReplicaEntry]
     policy: RoutingPolicy
     policy_name: str
+    has_ready: bool
+    """Whether any replica is ready; without one, requests are held for a cold start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class RouteTable:
                 policy = _policy_for(entry)
             routes[entry.deployment_id] = DeploymentRoute(
                 entry=entry, workspace_id=owners.get(entry.deployment_id), replicas=list(entry.replicas),
-                policy=policy, policy_name=entry.routing)
+                policy=policy, policy_name=entry.routing, has_ready=any(r.ready for r in entry.replicas))
         return cls(snapshot, keys, models, routes)
 
     def replica_urls(self) -> set[str]:

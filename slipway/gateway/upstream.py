@@ -7,13 +7,14 @@ measured in docs/benchmarks.md. It speaks only what replicas need: one request a
 connection, Content-Length or chunked or close-delimited bodies.
 
     pool = UpstreamPool(limits)
-    response = await pool.send("http://127.0.0.1:8001", request_bytes)   # returns at the headers
-    chunk = await response.read_chunk(idle_timeout)                        # b"" at the end
+    response = await pool.send("http://127.0.0.1:8001", request_bytes, timeout=120)   # returns at the headers
+    chunk = await response.read_chunk(idle_timeout, deadline)              # b"" at the end
     response.close()            # connection back to the pool, or aborted if the body is unfinished
 
 Failures (all `slipway.errors.UpstreamError`):
     UpstreamConnectFailed   no byte came back: refused, reset or closed first. Safe to retry elsewhere.
-    UpstreamTimeout         no headers, or no body byte, within the timeout.
+    UpstreamTimeout         no headers within the timeout, no body byte within the idle timeout, or
+                            the body unfinished at the deadline (loop.time() based).
     UpstreamBroken          the connection failed after the first byte. Not retryable.
 """
 
@@ -100,7 +101,7 @@ class UpstreamResponse:
         else:
             future.result()
 
-    async def read_chunk(self, idle_timeout: float) -> bytes:
+    async def read_chunk(self, idle_timeout: float, deadline: float | None = None) -> bytes:
         """The next piece of the body as it arrived; b"" once the body is complete."""
         while True:
             if self._chunks:
@@ -114,25 +115,31 @@ class UpstreamResponse:
                 return b""
             if self._error is not None:
                 raise self._error
-            await self._wait_for_bytes(idle_timeout)
+            await self._wait_for_bytes(idle_timeout, deadline)
 
-    async def _wait_for_bytes(self, idle_timeout: float) -> None:
-        """Until the connection delivers more body (or ends, or fails); UpstreamTimeout after `idle_timeout`."""
+    async def _wait_for_bytes(self, idle_timeout: float, deadline: float | None) -> None:
+        """Until the connection delivers more body (or ends, or fails); UpstreamTimeout after `idle_timeout`,
+        or at `deadline`, whichever comes first."""
+        timeout = idle_timeout
+        if deadline is not None and deadline - self._loop.time() < idle_timeout:
+            timeout = max(0.0, deadline - self._loop.time())
+            error = UpstreamTimeout("the replica's answer did not finish within the request's time limit")
+        else:
+            error = UpstreamTimeout(f"the replica sent no body byte for {idle_timeout:g}s")
         waiter = self._waiter = self._loop.create_future()
-        timer = self._loop.call_later(idle_timeout, _expire, waiter,
-                                      UpstreamTimeout(f"the replica sent no body byte for {idle_timeout:g}s"))
+        timer = self._loop.call_later(timeout, _expire, waiter, error)
         try:
             await waiter
         finally:
             timer.cancel()
             self._waiter = None
 
-    async def read_all(self, idle_timeout: float) -> bytes:
+    async def read_all(self, idle_timeout: float, deadline: float | None = None) -> bytes:
         """The whole body (callers bound its size by Content-Length first)."""
         while not self.complete:
             if self._error is not None:
                 raise self._error
-            await self._wait_for_bytes(idle_timeout)
+            await self._wait_for_bytes(idle_timeout, deadline)
         body = b"".join(self._chunks)
         self._chunks.clear()
         self._buffered = 0
@@ -357,16 +364,24 @@ class UpstreamPool:
         return origin.host_header, origin.path_prefix + path
 
     async def send(self, url: str, request: bytes, *, timeout: float) -> UpstreamResponse:
-        """Write `request` (complete HTTP/1.1 bytes) to the replica at `url`; return at its headers."""
+        """Write `request` (complete HTTP/1.1 bytes) to the replica at `url`; return at its headers.
+
+        `timeout` bounds the time to the first byte: connecting (itself bounded by connect_timeout)
+        and waiting for the response headers together.
+        """
         origin = self._origin(url)
         loop = origin.loop
+        deadline = loop.time() + timeout
         for attempt in (0, 1):
             conn, reused = await origin.acquire()
             response = UpstreamResponse(conn, loop)
             conn.response = response
             conn.transport.write(request)
             try:
-                await response.wait_headers(timeout)
+                await response.wait_headers(max(0.0, deadline - loop.time()))
+            except UpstreamTimeout:
+                response.close()
+                raise UpstreamTimeout(f"the replica sent no response headers within {timeout:g}s") from None
             except UpstreamConnectFailed:
                 response.close()
                 # A kept-alive connection the replica closed while idle: try once on a fresh one.

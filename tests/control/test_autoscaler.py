@@ -152,9 +152,10 @@ async def test_wake_runs_a_tick_at_once_for_a_request_held_at_zero(plane, worksp
             assert desired(plane, deployment.id) == 0
             load.set(deployment.id, queued=1)
             await asyncio.to_thread(plane.wake)  # as a gateway's thread would; the interval is 60 s
-            while desired(plane, deployment.id) == 0:
+            # The same tick writes the count, then reconciles it: wait for both, well within the interval.
+            while desired(plane, deployment.id) == 0 or running(reconciler, deployment.id) == 0:
                 await asyncio.sleep(0.01)
-        assert running(reconciler, deployment.id) == 1
+        assert desired(plane, deployment.id) == 1 and running(reconciler, deployment.id) == 1
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)

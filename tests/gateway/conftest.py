@@ -171,20 +171,23 @@ def replicas():
 
     yield start
     for server in started:
+        server.app.release.set()  # held streams and delayed answers finish, so the server stops at once
         server.stop()
 
 
 @pytest.fixture
 def gateway(tmp_path: Path):
-    """start(snapshot, **config) -> a running Gateway over a StaticSnapshotSource and a CollectingSink."""
+    """start(snapshot, on_demand=None, **config) -> a running Gateway over a StaticSnapshotSource and a
+    CollectingSink."""
     started: list[ServerThread] = []
 
-    def start(snapshot: RoutingSnapshot, **config) -> Gateway:
+    def start(snapshot: RoutingSnapshot, on_demand=None, **config) -> Gateway:
         config.setdefault("usage_journal_dir", tmp_path / f"usage-{len(started)}")
         config.setdefault("usage_flush_interval", 0.05)
         source = StaticSnapshotSource(snapshot)
         sink = CollectingSink()
-        server = ServerThread(create_gateway_app(source, sink, GatewayConfig(**config))).start()
+        app = create_gateway_app(source, sink, GatewayConfig(**config), on_demand=on_demand)
+        server = ServerThread(app).start()
         started.append(server)
         return Gateway(source, sink, server)
 

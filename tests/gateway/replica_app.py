@@ -4,12 +4,17 @@
     POST /v1/embeddings         OpenAI shape, one 3-float vector per input, usage.prompt_tokens = inputs
     POST /v1/chat/completions   {"stream": true}: SSE, first chunk at once, the rest after `release` is set
     draining = True             every request gets 503 (as a draining replica answers)
+    status = 500                every request gets this status, in the OpenAI error shape
+    header_delay = 2.0          every answer starts only after this many seconds (or once `release` is set)
+    break_stream = True         a stream dies after its first chunk (the connection drops, as when
+                                the replica is killed)
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import orjson
 
@@ -18,6 +23,9 @@ class FakeReplica:
     def __init__(self, replica_id: str) -> None:
         self.replica_id = replica_id
         self.draining = False
+        self.status: int | None = None
+        self.header_delay = 0.0
+        self.break_stream = False
         self.requests = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -41,8 +49,15 @@ class FakeReplica:
                 break
         self.requests += 1
         self.request_ids.append(headers.get(b"x-request-id", b"").decode())
+        if self.header_delay:
+            until = time.monotonic() + self.header_delay
+            while time.monotonic() < until and not self.release.is_set():  # `release` ends it early
+                await asyncio.sleep(0.01)
         if self.draining:
             await _json(send, 503, {"error": {"message": "draining", "type": "server_error", "code": "draining"}})
+            return
+        if self.status is not None:
+            await _json(send, self.status, {"error": {"message": "broken", "type": "server_error", "code": None}})
             return
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -76,6 +91,9 @@ class FakeReplica:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         await send({"type": "http.response.body", "body": b'data: {"n": 1}\n\n', "more_body": True})
+        if self.break_stream:
+            await asyncio.sleep(0.05)  # the first chunk leaves before the connection drops
+            raise ConnectionResetError("the replica died mid-stream")
         while not self.release.is_set():
             await asyncio.sleep(0.01)
         await send({"type": "http.response.body", "body": b'data: {"n": 2}\n\n', "more_body": True})

@@ -30,15 +30,15 @@ def test_only_ready_replicas_get_traffic(replicas, gateway):
     assert starting.requests == 0
 
 
-def test_no_ready_replica_is_503_with_retry_after(replicas, gateway):
+def test_no_ready_replica_with_holding_off_is_503_at_once(replicas, gateway):
     (starting,) = replicas(1)
     entry = deployment("d-echo", "echo", [starting.url], ready=False)
-    gw = gateway(world(entry), retry_after_seconds=2)
+    gw = gateway(world(entry), retry_after_seconds=2, max_queued_per_deployment=0)
     with gw.client() as http:
         response = http.post("/models/echo/predict", json={})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
-    assert "no ready replica" in response.json()["error"]["message"]
+    assert "no ready replica (1 starting)" in response.json()["error"]["message"]
     assert response.json()["error"]["code"] == "no_ready_replica"
 
 
@@ -51,10 +51,12 @@ def test_least_load_spreads_sequential_and_concurrent_requests(replicas, gateway
 
     # Nine slow requests at once: least_load puts three on each replica, never more.
     results: list[str] = []
+    all_connected = threading.Barrier(9)
 
     def call() -> None:
         with gw.client() as client:
-            results.append(client.post("/models/echo/predict", json={"sleep": 0.3}).json()["replica"])
+            all_connected.wait(10)  # sent together, even when threads start slowly on a busy machine
+            results.append(client.post("/models/echo/predict", json={"sleep": 1.0}).json()["replica"])
 
     threads = [threading.Thread(target=call) for _ in range(9)]
     for thread in threads:
@@ -74,7 +76,7 @@ def test_a_refusing_replica_costs_no_request(replicas, gateway):
     assert alive.requests == 40
 
 
-def test_passive_health_skips_a_failed_replica_until_cooldown_or_new_snapshot(replicas, gateway):
+def test_passive_health_skips_a_failed_replica_until_cooldown_or_it_turns_ready_again(replicas, gateway):
     (alive,) = replicas(1)
     down = dead_url()
     gw = gateway(world([down, alive.url]), unhealthy_cooldown=60)
@@ -87,12 +89,15 @@ def test_passive_health_skips_a_failed_replica_until_cooldown_or_new_snapshot(re
         for _ in range(10):
             http.post("/models/echo/predict", json={})
         assert alive.requests == marked_at_requests + 10
-        # A newer snapshot saying the replica is ready clears the mark.
-        gw.source.publish(world([down, alive.url], version=2))
-        deadline = time.monotonic() + 5
-        while gw.app.table.version != 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        # A newer snapshot in which the replica turns ready again (restarted) clears the mark.
+        restarting = world([down, alive.url], version=2)
+        restarting.deployments[0].replicas[0].ready = False
+        for snapshot in (restarting, world([down, alive.url], version=3)):
+            gw.source.publish(snapshot)
+            deadline = time.monotonic() + 5
+            while gw.app.table.version != snapshot.version:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
         assert not tracker.is_marked_down("d-echo-r0", time.monotonic())
 
 
