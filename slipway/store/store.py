@@ -22,12 +22,16 @@ from sqlalchemy.pool import StaticPool
 
 from slipway.errors import SlipwayError
 from slipway.store.repositories import (
+    DatasetRepository,
     DeploymentRepository,
     EnvironmentRepository,
+    EvalRepository,
+    FineTuningRepository,
     KeyRepository,
     ModelRepository,
     ReplicaRepository,
     StateRepository,
+    TraceRepository,
     UsageRepository,
     WorkspaceRepository,
 )
@@ -56,6 +60,10 @@ class Repositories:
         self.replicas = ReplicaRepository(scope)
         self.usage = UsageRepository(scope)
         self.state = StateRepository(scope)
+        self.traces = TraceRepository(scope)
+        self.datasets = DatasetRepository(scope)
+        self.fine_tuning = FineTuningRepository(scope)
+        self.evals = EvalRepository(scope)
 
 
 class Transaction(Repositories):

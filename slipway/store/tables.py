@@ -10,6 +10,14 @@ compares the two.
                            └─ environments ── environment_history
     usage          (one row per request; by workspace and time)
     state_version  (one row: bumped on every change the gateway must see)
+
+The learning loop (0002):
+
+    traces         (captured request/response pairs and their feedback; by workspace and time)
+    workspaces ─┬─ datasets
+                ├─ fine_tuning_jobs ─┬─ fine_tuning_events
+                │                    └─ fine_tuning_checkpoints
+                └─ eval_suites ── eval_runs ── eval_results
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -145,4 +154,138 @@ state_version = Table(
     "state_version", metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
+)
+
+
+# ---- the learning loop ---------------------------------------------------------------------------
+
+# Like usage, traces carry the workspace id without a foreign key: they arrive in bulk from the
+# gateway and must land even while the workspace is being changed elsewhere.
+traces = Table(
+    "traces", metadata,
+    Column("id", String(100), primary_key=True),
+    Column("workspace_id", String(40), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("environment", String(100), nullable=True),
+    Column("deployment_id", String(40), nullable=True),
+    Column("request", JSON, nullable=False),
+    Column("response", JSON, nullable=True),
+    Column("status_code", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
+    Column("tags", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("feedback_score", Float, nullable=True),
+    Column("feedback_label", String(100), nullable=True),
+    Column("corrected_output", Text, nullable=True),
+    Column("feedback_at", Float, nullable=True),
+    Index(None, "workspace_id", "created_at"),
+)
+
+datasets = Table(
+    "datasets", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("filters", JSON, nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("train_rows", Integer, nullable=False),
+    Column("validation_rows", Integer, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index(None, "workspace_id", "created_at"),
+)
+
+fine_tuning_jobs = Table(
+    "fine_tuning_jobs", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("training_file", String(40), nullable=False),
+    Column("validation_file", String(40), nullable=True),
+    Column("hyperparameters", JSON, nullable=False),
+    Column("suffix", String(64), nullable=True),
+    Column("status", String(24), nullable=False),
+    Column("fine_tuned_model", String(200), nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("trained_tokens", BigInteger, nullable=True),
+    Column("seed", Integer, nullable=False),
+    Column("job_dir", Text, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "workspace_id", "created_at"),
+    Index(None, "status"),
+)
+
+fine_tuning_events = Table(
+    "fine_tuning_events", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"), nullable=False),
+    # The event's position in the job's events.jsonl: re-reading the file inserts nothing twice.
+    Column("seq", Integer, nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("data", JSON, nullable=True),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("job_id", "seq"),
+)
+
+fine_tuning_checkpoints = Table(
+    "fine_tuning_checkpoints", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), ForeignKey("fine_tuning_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("job_id", "step"),
+)
+
+eval_suites = Table(
+    "eval_suites", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("definition", JSON, nullable=False),
+    Column("items_path", Text, nullable=False),
+    Column("items_hash", String(64), nullable=False),
+    Column("num_items", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("workspace_id", "name"),
+)
+
+eval_runs = Table(
+    "eval_runs", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False),
+    Column("suite_id", String(40), ForeignKey("eval_suites.id", ondelete="CASCADE"), nullable=False),
+    Column("target_kind", String(16), nullable=False),
+    Column("target", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("summary", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("job_dir", Text, nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Index(None, "workspace_id", "created_at"),
+    Index(None, "suite_id"),
+)
+
+eval_results = Table(
+    "eval_results", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(40), ForeignKey("eval_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("sample", JSON, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("rationale", Text, nullable=False),
+    UniqueConstraint("run_id", "item_index"),
 )

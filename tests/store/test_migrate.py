@@ -12,7 +12,9 @@ from slipway.store.store import create_store_engine
 from slipway.store.tables import metadata
 
 EXPECTED_TABLES = {"workspaces", "api_keys", "models", "deployments", "environments", "environment_history",
-                   "replicas", "usage", "state_version", "alembic_version"}
+                   "replicas", "usage", "state_version", "alembic_version", "traces", "datasets",
+                   "fine_tuning_jobs", "fine_tuning_events", "fine_tuning_checkpoints", "eval_suites", "eval_runs",
+                   "eval_results"}
 
 
 def test_empty_database_migrates_to_head_with_every_table(database_url, tmp_path):
@@ -48,3 +50,24 @@ def test_opening_twice_is_a_no_op_and_keeps_data(database_url, tmp_path):
         assert second.state.version() == 0
     finally:
         second.close()
+
+
+def test_upgrading_a_0001_database_keeps_its_rows_and_adds_the_learning_loop(database_url, tmp_path):
+    from alembic import command
+
+    from slipway.store.migrate import alembic_config
+
+    engine = create_store_engine(database_url, tmp_path)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT name FROM workspaces")).scalar() == "old"
+        assert {"traces", "fine_tuning_jobs", "eval_results"} <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
