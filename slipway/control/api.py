@@ -1,24 +1,27 @@
 """The management API: `create_control_app(plane)`, a FastAPI app under /api/v1 (and /internal).
 
-Every route authenticates with an API key of the store and acts inside the key's workspace:
+Every /api/v1 route authenticates with an API key of the store and acts inside the key's workspace:
 another workspace's model or deployment is "not found", exactly like a missing one. Every error,
 including validation errors, unknown routes and crashes, comes back in the OpenAI error shape
 {"error": {"message", "type", "param", "code"}}. The OpenAPI document is /api/v1/openapi.json.
+GET /metrics is the control plane's Prometheus page, without a key (names and counts, no secrets).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slipway.control.auth import SessionLookup
 from slipway.control.plane import ControlPlane
-from slipway.control.routes import deployments, internal, keys, models, usage
+from slipway.control.routes import deployments, internal, keys, metrics, models, usage
 from slipway.errors import AuthError, SlipwayError
 from slipway.observe import request_id_var
 from slipway.spec.openai import error_body
@@ -32,11 +35,13 @@ _CODE_BY_STATUS = {400: "invalid_request", 401: "invalid_api_key", 403: "insuffi
                    405: "method_not_allowed", 409: "conflict", 413: "request_too_large"}
 
 
-def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | None = None) -> FastAPI:
+def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | None = None,
+                       metrics_registries: Sequence[CollectorRegistry] = ()) -> FastAPI:
     """The management API over `plane`.
 
     `session_lookup` (session id -> principal or None) lets the dashboard's session cookie stand
-    in for a key on /api/v1; without it only keys are accepted.
+    in for a key on /api/v1; without it only keys are accepted. `metrics_registries` are added to
+    GET /metrics after the control plane's own families (e.g. the in-process gateway's).
     """
     app = FastAPI(
         title="slipway management API",
@@ -49,6 +54,7 @@ def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | N
     app.state.session_lookup = session_lookup
     for module in (deployments, models, keys, usage, internal):
         app.include_router(module.router(plane))
+    app.include_router(metrics.router(plane, extra_registries=metrics_registries))
     _install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -5,11 +5,15 @@
       reconciler  starts/stops replicas through the backend so they match the desired counts
       snapshots   the routing snapshot gateways read (SnapshotPublisher)
       autoscaler  optional: sets desired replica counts from the gateways' load (control.autoscaler)
+      sampler     metric history per deployment for the charts (control.sampler -> observe.history)
+      metrics     the control plane's Prometheus families (observe.metrics.ControlMetrics)
 
 Each tick: the autoscaler's step (when there is one: new desired counts) -> running deployments
 -> `DesiredDeployment`s -> `reconciler.tick` -> replica rows, deployment status (failed with the
 reason, or active once a replica is ready), waiting promotions finished -> state version bumped
-and a new snapshot published if anything changed. A tick that raises is logged and the loop goes on.
+and a new snapshot published if anything changed -> one metric sample per running deployment
+(no network wait: replicas' /metrics are read in the background). A tick that raises is logged
+and the loop goes on; every tick's duration is observed.
 
 The management operations (deploy, promote, scale, keys, ...) are synchronous: they run in
 worker threads, change the store in one transaction, then publish a snapshot and wake the loop.
@@ -31,12 +35,16 @@ from slipway.control.autoscaler import Autoscaler
 from slipway.control.auth import KeyAuthenticator, Principal
 from slipway.control.config import ControlConfig
 from slipway.control.deploy import DeployResult, deploy, target_environment
+from slipway.control.fleet_metrics import read_fleet
 from slipway.control.keys import CreatedKey, bootstrap, create_key, create_workspace
 from slipway.control.reconciler import DesiredDeployment, ReconcileReport, Reconciler
+from slipway.control.sampler import Load, MetricSampler
 from slipway.control.snapshot import SnapshotPublisher, build_snapshot
 from slipway.errors import ConflictError, NotFoundError, SpecError
+from slipway.observe.history import MetricHistory
+from slipway.observe.metrics import ControlMetrics
 from slipway.spec.package import PackageSpec, parse_memory
-from slipway.spec.replica import ReplicaState
+from slipway.spec.replica import ReplicaObservation, ReplicaState
 from slipway.spec.snapshot import RoutingSnapshot
 from slipway.store import DeploymentRow, EnvironmentRow, KeyRow, ModelRow, ReplicaRow, Store, WorkspaceRow
 
@@ -47,7 +55,8 @@ class ControlPlane:
     """Owns the store, the backend, the reconciler and the snapshot publisher of one slipway."""
 
     def __init__(self, store: Store, backend: Backend, *, home: Path, config: ControlConfig | None = None,
-                 reconciler: Reconciler | None = None, autoscaler: Autoscaler | None = None) -> None:
+                 reconciler: Reconciler | None = None, autoscaler: Autoscaler | None = None,
+                 sampler: MetricSampler | None = None) -> None:
         self.store = store
         self.backend = backend
         self.reconciler = reconciler or Reconciler(backend)
@@ -57,6 +66,9 @@ class ControlPlane:
         self.home = Path(home)
         self.config = config or ControlConfig()
         self.snapshots = SnapshotPublisher()
+        self.metrics = ControlMetrics()
+        self.sampler = sampler or MetricSampler()
+        self.sampler.metrics = self.sampler.metrics or self.metrics
         self.authenticator = KeyAuthenticator(store, ttl_seconds=self.config.key_cache_seconds,
                                               max_entries=self.config.key_cache_entries)
         # The bootstrap workspace; its admins may read every workspace's routing snapshot.
@@ -67,6 +79,14 @@ class ControlPlane:
         self._last_error: str | None = None
         # Set when publishing after a change failed; the next tick publishes again.
         self._publish_due = False
+        # The reconciler's last observation, for the replica gauges of /metrics.
+        self._observed: list[ReplicaObservation] = []
+        self._sampling_failed = False
+
+    @property
+    def history(self) -> MetricHistory:
+        """Each deployment's recent metrics (GET /api/v1/deployments/{id}/metrics reads it)."""
+        return self.sampler.history
 
     # Lifecycle ---------------------------------------------------------------------------
     def bootstrap(self) -> tuple[WorkspaceRow, str | None]:
@@ -97,6 +117,7 @@ class ControlPlane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self.metrics.tick_failed()
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self._last_error:
                     log.exception("control loop tick failed; retrying every %.1fs", interval)
@@ -120,19 +141,26 @@ class ControlPlane:
 
     async def tick(self, now: float) -> bool:
         """One pass of the loop; True if anything a gateway sees changed."""
-        if self.autoscaler is not None:
-            await self.autoscaler.tick(self.store, now)  # never raises; its new counts are reconciled below
-        running = await asyncio.to_thread(self.store.deployments.list_running)
-        report = await self.reconciler.tick([self._desired(d) for d in running], now)
-        changed = await asyncio.to_thread(self._record, report, now)
-        if changed or self._publish_due:
-            self._publish_due = False
-            await asyncio.to_thread(self.publish)
-        return changed
+        started = time.perf_counter()
+        try:
+            if self.autoscaler is not None:
+                await self.autoscaler.tick(self.store, now)  # never raises; its new counts are reconciled below
+            running = await asyncio.to_thread(self.store.deployments.list_running)
+            report = await self.reconciler.tick([self._desired(d) for d in running], now)
+            self._observed = report.replicas
+            changed = await asyncio.to_thread(self._record, report, now)
+            if changed or self._publish_due:
+                self._publish_due = False
+                await asyncio.to_thread(self.publish)
+            self._sample(running, report, now)
+            return changed
+        finally:
+            self.metrics.observe_tick(time.perf_counter() - started)
 
     async def shutdown(self, *, stop_replicas: bool) -> None:
         """Stop the reconciler (and with `stop_replicas`, every replica), then close the backend."""
         try:
+            await self.sampler.aclose()
             await self.reconciler.shutdown(stop_replicas=stop_replicas)
             if stop_replicas:
                 await asyncio.to_thread(self._record_all_stopped, time.time())
@@ -147,6 +175,12 @@ class ControlPlane:
 
     def authenticate(self, secret: str) -> Principal:
         return self.authenticator.authenticate(secret)
+
+    def render_metrics(self) -> bytes:
+        """The control plane's Prometheus page; synchronous (reads the store), so call it from a worker thread."""
+        by_status, running = read_fleet(self.store, self._observed, self._autoscaled_desired)
+        self.metrics.set_fleet(by_status, running)
+        return self.metrics.render()
 
     # Reads -------------------------------------------------------------------------------
     def get_model(self, workspace_id: str, name: str) -> ModelRow:
@@ -297,6 +331,33 @@ class ControlPlane:
             if activated:
                 tx.state.bump()
         return changed or activated
+
+    def _sample(self, running: list[DeploymentRow], report: ReconcileReport, now: float) -> None:
+        """One metric sample per running deployment; a failure here must not fail the tick."""
+        try:
+            self.sampler.sample(running, report.replicas, self._gateway_load(running, now), now)
+        except Exception:
+            if not self._sampling_failed:
+                log.exception("sampling deployment metrics failed; the charts miss this tick")
+            self._sampling_failed = True
+        else:
+            self._sampling_failed = False
+
+    def _gateway_load(self, running: list[DeploymentRow], now: float) -> Load | None:
+        """In flight and queued per deployment as the autoscaler pulled them this tick (None without one)."""
+        if self.autoscaler is None:
+            return None
+        load = {}
+        for deployment in running:
+            latest = self.autoscaler.window.latest(deployment.id)
+            if latest is not None and latest.at == now:
+                load[deployment.id] = (latest.in_flight, latest.queued)
+        return load
+
+    def _autoscaled_desired(self, deployment_id: str, desired: int) -> int | None:
+        if self.autoscaler is None or self.autoscaler.state_of(deployment_id) is None:
+            return None
+        return desired
 
     def _record_all_stopped(self, now: float) -> None:
         """After stopping every replica: no row may still look live to the next start's first snapshot."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
-from tests.control.conftest import package
+from tests.control.conftest import ScriptedReconciler, package
 
 
 def _env(plane, workspace, name, model="echo"):
@@ -208,3 +210,170 @@ async def test_gateways_know_the_ready_replica_before_the_deployment_reads_activ
     first_ready = next(status for status, ready in seen if ready)
     assert first_ready == "deploying", seen
     assert plane.snapshots.current().models[0].environments["production"] == deployment.id
+
+
+# -- metric sampling ---------------------------------------------------------------------------------
+
+class ReplicaMetricsServer:
+    """A real HTTP server on 127.0.0.1 answering GET /metrics with a replica's metric families."""
+
+    def __init__(self, *, delay: float = 0.0) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from slipway.server.metrics import ReplicaMetrics
+
+        self.metrics = ReplicaMetrics()
+        self.delay = delay
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(owner.delay)
+                body = owner.metrics.render()
+                try:
+                    self.send_response(200 if self.path == "/metrics" else 404)
+                    self.send_header("Content-Type", owner.metrics.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the control plane gave up waiting, as it should
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def replica_server():
+    server = ReplicaMetricsServer()
+    yield server
+    server.close()
+
+
+def pointing_plane(store, backend, home, url: str, *, started_at: float | None = None, **kwargs):
+    """A plane whose stand-in replicas all answer at `url` (and all started at `started_at`, if given)."""
+    from slipway.control import ControlPlane
+
+    class PointingReconciler(ScriptedReconciler):
+        async def tick(self, desired, now):
+            report = await super().tick(desired, now)
+            changes = {"url": url} if started_at is None else {"url": url, "started_at": started_at}
+            report.replicas = [r.model_copy(update=changes) if r.url else r for r in report.replicas]
+            return report
+
+    return ControlPlane(store, backend, home=home, reconciler=PointingReconciler(), **kwargs)
+
+
+async def test_each_tick_samples_requests_latency_and_replicas_from_the_replicas(store, backend, home,
+                                                                                replica_server):
+    plane = pointing_plane(store, backend, home, replica_server.url)
+    workspace, _ = plane.bootstrap()
+    deployment = plane.deploy(workspace.id, package()).deployment
+    await plane.tick(1.0)                                    # starting: not read yet
+    for _ in range(3):
+        replica_server.metrics.observe("predict", 200, 0.02)
+    replica_server.metrics.observe("predict", 500, 0.02)
+    await plane.tick(2.0)                                    # ready: its /metrics read in the background
+    await plane.sampler.wait_for_round()
+    await plane.tick(3.0)                                    # what was read lands in this sample
+    [point] = plane.history.series(deployment.id, 0.0, 3.0)
+    assert point.requests_per_second == pytest.approx(4 / 3)  # 4 requests over the 3 s the bucket covers
+    assert point.error_rate == 0.25
+    assert 0.01 < point.latency_p50_seconds <= 0.025
+    assert (point.replicas_ready, point.replicas_desired) == (1, 1)
+    assert point.in_flight == 0.0                             # no gateway load: the replicas' own gauge
+    await plane.shutdown(stop_replicas=False)
+
+
+async def test_a_replica_seen_for_the_first_time_after_a_restart_only_sets_the_baseline(store, backend, home,
+                                                                                       replica_server):
+    for _ in range(50):                                      # served before this control plane started
+        replica_server.metrics.observe("predict", 200, 0.02)
+    plane = pointing_plane(store, backend, home, replica_server.url, started_at=50.0)  # adopted
+    workspace, _ = plane.bootstrap()
+    deployment = plane.deploy(workspace.id, package()).deployment
+    await plane.tick(101.0)
+    await plane.tick(102.0)
+    await plane.sampler.wait_for_round()                     # the baseline: 50
+    replica_server.metrics.observe("predict", 200, 0.02)
+    await plane.tick(103.5)
+    await plane.sampler.wait_for_round()
+    await plane.tick(104.0)
+    [point] = plane.history.series(deployment.id, 0, 104.0)
+    assert point.requests_per_second == pytest.approx(1 / 4)  # 1 request over the 4 s sampled, not 51
+    await plane.shutdown(stop_replicas=False)
+
+
+async def test_a_hanging_replica_does_not_hold_up_the_tick(store, backend, home):
+    from slipway.control.sampler import MetricSampler, SamplerConfig
+
+    server = ReplicaMetricsServer(delay=1.0)
+    try:
+        plane = pointing_plane(store, backend, home, server.url,
+                               sampler=MetricSampler(config=SamplerConfig(scrape_timeout=0.2)))
+        workspace, _ = plane.bootstrap()
+        plane.deploy(workspace.id, package())
+        await plane.tick(1.0)
+        started = time.perf_counter()
+        await plane.tick(2.0)                                # starts reading the hanging replica
+        await plane.tick(3.0)
+        assert time.perf_counter() - started < 0.5
+        await plane.sampler.wait_for_round()
+        page = plane.render_metrics().decode()
+        assert "slipway_control_replica_scrape_failures_total 1.0" in page
+        await plane.shutdown(stop_replicas=False)
+    finally:
+        server.close()
+
+
+async def test_in_flight_and_queued_come_from_the_gateway_load_the_autoscaler_pulled(plane, workspace):
+    from slipway.control.autoscaler import Autoscaler, InProcessLoadSource
+
+    deployment = plane.deploy(workspace.id, package()).deployment
+    plane.autoscaler = Autoscaler(InProcessLoadSource(
+        lambda: {"deployments": {deployment.id: {"in_flight": 6, "queued": 2}}}))
+    await plane.tick(1.0)
+    await plane.tick(2.0)
+    points = plane.history.series(deployment.id, 0.0, 2.0)
+    assert [(p.in_flight, p.queued) for p in points] == [(6.0, 2.0)]
+
+
+async def test_every_tick_is_timed_and_failures_are_counted(plane, workspace, reconciler):
+    async def broken_tick(desired, now):
+        raise RuntimeError("backend hiccup")
+
+    plane.deploy(workspace.id, package())
+    await plane.tick(1.0)
+    reconciler.tick = broken_tick
+    task = asyncio.create_task(plane.run_forever(interval=0.01))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if _metric(plane, "slipway_control_reconcile_tick_failures_total") >= 2:
+                break
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    failures = _metric(plane, "slipway_control_reconcile_tick_failures_total")
+    assert failures >= 2
+    # The good tick and every failed one were timed.
+    assert _metric(plane, "slipway_control_reconcile_tick_duration_seconds_count") >= failures + 1
+
+
+def _metric(plane, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = plane.render_metrics().decode()
+    return sum(s.value for f in text_string_to_metric_families(page) for s in f.samples if s.name == name)

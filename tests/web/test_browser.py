@@ -1,8 +1,9 @@
 """The dashboard in real headless Chromium (Playwright), against a real `slipway up`.
 
-Signs in, sees examples/echo ready, sends traffic and watches the usage table change, edits
-max_replica, creates and revokes a key, and saves screenshots of each page at desktop and phone
-sizes under test-output/web/. Any console error fails the test.
+Signs in, sees examples/echo ready, sees the deployment's charts say there is no traffic yet,
+sends traffic and watches the usage table and the requests chart change, edits max_replica,
+creates and revokes a key, and saves screenshots of each page at desktop and phone sizes under
+test-output/web/. Any console error fails the test.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ def test_dashboard_end_to_end(slipway_echo, page):
     expect(echo.locator(".pill").first).to_have_text("active")
     shoot(page, "models")
 
+    # Before any traffic the charts say what to do; replicas are charted from the first ticks.
+    page.click(f'a.deployment-link[href="#/deployments/{deployment_id}"]')
+    requests_chart = page.locator('[data-chart="requests"]')
+    expect(requests_chart.locator(".chart-empty")).to_contain_text("No traffic yet")
+    expect(requests_chart.locator(".chart-empty pre")).to_contain_text(f"/deployments/{deployment_id}/predict")
+    expect(page.locator('[data-chart="ttft"] .chart-empty')).to_contain_text("Measured for LLM deployments")
+    expect(page.locator('[data-chart="replicas"]')).to_have_attribute("data-has-data", "true")
+    expect(page.locator('[data-chart="replicas"] .legend')).to_contain_text("ready 1")
+    shoot(page, "deployment-no-traffic")
+
     # Usage follows traffic.
     page.click('nav a[data-page="usage"]')
     total = page.locator("#usage-total")
@@ -101,6 +112,12 @@ def test_dashboard_end_to_end(slipway_echo, page):
     page.click(f'a.deployment-link[href="#/deployments/{deployment_id}"]')
     expect(page.locator("#ready-replicas")).to_have_text("1/1")
     expect(page.locator("table")).to_contain_text("ready")
+    # The traffic reaches the charts: the replica's /metrics is read every second.
+    expect(requests_chart).to_have_attribute("data-has-data", "true")
+    expect(requests_chart.locator("svg.chart path.line, svg.chart circle.dot").first).to_be_attached()
+    expect(page.locator('[data-chart="latency"]')).to_have_attribute("data-has-data", "true")
+    expect(page.locator('[data-chart="latency"] .legend')).to_contain_text("p50")
+    page.locator("#charts").screenshot(path=str(SCREENSHOTS / "deployment-charts-1280x800.png"))
     page.fill("#as-max_replica", "3")
     page.click("#autoscaling button[type=submit]")
     expect(page.locator("#autoscaling .ok")).to_have_text("Saved.")
@@ -132,7 +149,8 @@ def test_dashboard_end_to_end(slipway_echo, page):
     # Every page at phone size, without sideways scrolling of the page itself.
     page.set_viewport_size(PHONE)
     for name, hash_route, ready in [("models", "#/models", '[data-model="echo"]'), ("usage", "#/usage", "#usage-total"),
-                                    ("deployment", f"#/deployments/{deployment_id}", "#ready-replicas"),
+                                    ("deployment", f"#/deployments/{deployment_id}",
+                                     '[data-chart="requests"][data-has-data="true"] svg.chart'),
                                     ("keys", "#/keys", "#create-key")]:
         page.goto(f"{slipway_echo.url}/ui/{hash_route}")
         expect(page.locator(ready).first).to_be_visible()

@@ -1,8 +1,9 @@
-// One deployment: its status, replicas (state, pid, url), autoscaling settings and replica count
-// (both editable), and the recent log lines of each replica.
+// One deployment: its status, live charts of the last hour, replicas (state, pid, url),
+// autoscaling settings and replica count (both editable), and the recent log lines of each replica.
 
 import { api } from "../api.js";
 import { ago, errorBox, fill, h, pill, table } from "../dom.js";
+import { metricsPanel, WINDOW } from "../metrics.js";
 
 const SETTINGS = [
   ["min_replica", "Min replicas", "0 scales to zero when idle"],
@@ -18,6 +19,7 @@ export function mount(root, [deploymentId]) {
   const summary = h("div", { class: "summary" });
   const replicas = h("div", {});
   const logs = h("div", { class: "logs" });
+  const charts = metricsPanel();
   const inputs = Object.fromEntries(SETTINGS.map(([field]) => [field,
     h("input", { type: "number", min: 0, step: field === "scale_down_delay" ? "any" : 1, id: `as-${field}`, name: field })]));
   const autoscalingStatus = h("div", { class: "status" });
@@ -72,14 +74,15 @@ export function mount(root, [deploymentId]) {
   fill(root,
     h("div", { class: "page-head" }, h("a", { href: "#/models", class: "back" }, "← Models"), title),
     h("section", { class: "card" }, summary),
+    charts.node,
     h("section", { class: "card" }, h("h2", {}, "Replicas"), replicas),
     h("div", { class: "two-col" }, autoscalingForm, scaleForm),
     h("section", { class: "card" }, h("h2", {}, `Recent logs (last ${LOG_LINES} lines per replica)`), logs));
 
   const page = {
     async refresh() {
-      const [deployment, replicaList, logList] = await Promise.all([
-        api(base), api(`${base}/replicas`), api(`${base}/logs?tail=${LOG_LINES}`)]);
+      const [deployment, replicaList, logList, metrics] = await Promise.all([
+        api(base), api(`${base}/replicas`), api(`${base}/logs?tail=${LOG_LINES}`), api(`${base}/metrics?window=${WINDOW}`)]);
       fill(title, `${deployment.model} #${deployment.number}`);
       if (!formsFilled) fillForms(deployment);
       const a = deployment.autoscaling;
@@ -91,6 +94,7 @@ export function mount(root, [deploymentId]) {
         fact("Kind", deployment.kind),
         fact("Created", ago(deployment.created_at)),
         deployment.status_detail ? fact("Detail", h("span", { class: "detail" }, deployment.status_detail)) : null));
+      charts.update(metrics, deployment);
       fill(replicas, table(["Replica", "State", "PID", "URL", "Restarts", "Started"],
         replicaList.data.map((r) => [h("code", {}, r.id), pill(r.state), r.pid ?? "—", r.url ?? "—", r.restarts, ago(r.started_at)]),
         { empty: "No replicas running." }));
