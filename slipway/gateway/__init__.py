@@ -6,6 +6,9 @@
     table.py      RouteTable: a routing snapshot indexed for lookups; model and deployment resolution
     hold.py       ColdStartHold: requests for a deployment with no ready replica wait, bounded, for one
     health.py     ReplicaTracker: in flight per replica, a circuit breaker per replica
+    tokenizer_cache.py  TokenizerCache: kv_aware deployments' tokenizers (GET /tokenizer) -> prompt block hashes
+    replica_stats.py    ReplicaStatsPoller: the KV blocks kv_aware replicas report (GET /stats), every second
+    replica_reads.py    get_json: one bounded GET of a replica's JSON route
     proxy.py      Proxy: pick a replica, send, retry before the first byte, relay or stream, meter
     sse.py        SseFramer and error_event: whole SSE events, and the event that ends a broken stream
     upstream.py   UpstreamPool: the lean keep-alive HTTP/1.1 client to replicas

@@ -19,6 +19,10 @@ A request for a deployment with no ready replica is held (hold.py) until one is 
 `on_demand(deployment_id)`, given at construction, is called when it starts waiting (`slipway up`
 wires it to the control plane's `wake()`), and `load()` counts it as `queued`. Cold-start times
 are kept in `metrics_registry` (slipway_gateway_cold_start_seconds) and `cold_starts()`.
+
+For kv_aware deployments only, a background task reads each ready replica's /stats every second
+(the KV blocks it holds, replica_stats.py) and fetches the deployment's tokenizer once
+(tokenizer_cache.py), over a small connection pool of their own.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ from slipway.gateway.http import (
 from slipway.gateway.meter import UsageMeter
 from slipway.gateway.metrics import ColdStart, GatewayMetrics
 from slipway.gateway.proxy import Call, Proxy
+from slipway.gateway.replica_stats import ReplicaStatsPoller
 from slipway.gateway.table import RouteTable, Target
+from slipway.gateway.tokenizer_cache import TokenizerCache
 from slipway.gateway.upstream import PoolLimits, UpstreamPool
 from slipway.spec.snapshot import SCOPE_ADMIN, SCOPE_INVOKE, KeyEntry
 
@@ -66,7 +72,14 @@ class GatewayApp:
         self.source = source
         self.config = config
         self.table = RouteTable.build(source.current())
-        self.tracker = ReplicaTracker(config.unhealthy_cooldown, config.breaker_failures)
+        # kv_aware deployments: their replicas' tokenizer and cached blocks, read in the background
+        # over a pool of their own, so those reads never take a connection from the traffic.
+        self.replica_reads = UpstreamPool(PoolLimits(connect_timeout=config.connect_timeout, max_connections=2,
+                                                     max_idle_connections=1))
+        self.tokenizers = TokenizerCache(self.replica_reads, config)
+        self.replica_stats = ReplicaStatsPoller(self.replica_reads, config, self.tokenizers)
+        self.tracker = ReplicaTracker(config.unhealthy_cooldown, config.breaker_failures,
+                                      self.replica_stats.cached_blocks)
         self.hold = ColdStartHold(config, on_demand)
         self.metrics = GatewayMetrics()
         self.metrics_registry = self.metrics.registry
@@ -75,7 +88,7 @@ class GatewayApp:
             connect_timeout=config.connect_timeout, pool_timeout=config.pool_timeout,
             max_connections=config.max_connections_per_replica,
             max_idle_connections=config.max_idle_connections_per_replica))
-        self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics)
+        self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics, self.tokenizers)
         self._follow_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -89,6 +102,7 @@ class GatewayApp:
         self.hold.stopping = False
         self._install(self.source.current())
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="slipway-snapshot-follow")
+        self.replica_stats.start(lambda: self.table.deployments.values())
         self.started = True
 
     async def shutdown(self) -> None:
@@ -104,8 +118,11 @@ class GatewayApp:
             except asyncio.CancelledError:
                 pass
             self._follow_task = None
+        await self.replica_stats.stop()
+        self.tokenizers.close()
         await self.meter.stop()
         self.pool.close()
+        self.replica_reads.close()
 
     async def _follow(self) -> None:
         while True:
@@ -124,6 +141,8 @@ class GatewayApp:
         self.table = RouteTable.build(snapshot, previous=self.table)
         self.tracker.on_snapshot(snapshot)
         self.pool.retain(self.table.replica_urls())
+        self.replica_reads.retain(self.table.replica_urls())
+        self.tokenizers.retain(self.table.deployments.keys())
         self.hold.table_changed()
 
     # -- ASGI -----------------------------------------------------------------------------------

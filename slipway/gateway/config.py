@@ -72,6 +72,20 @@ class GatewayConfig(BaseModel):
                                    "are dropped (and logged) past this.")
     snapshot_poll_timeout: float = Field(
         30.0, gt=0, description="Seconds one long poll for a newer routing snapshot may wait.")
+    replica_stats_interval: float = Field(
+        1.0, gt=0, description="Seconds between reads of GET /stats from each ready replica of a kv_aware "
+                               "deployment, for the KV blocks it reports holding. Other deployments are not read.")
+    replica_stats_timeout: float = Field(
+        0.5, gt=0, description="Seconds one read of a replica's /stats may take; a replica that misses it keeps "
+                               "its last report until it is three intervals old, then routes as unknown.")
+    max_tokenizers: int = Field(
+        8, ge=1, description="Tokenizers of kv_aware deployments kept in memory (each a few MB to tens of MB); "
+                             "the least recently used is dropped beyond this and fetched again when needed.")
+    tokenizer_fetch_timeout: float = Field(
+        30.0, gt=0, description="Seconds to fetch a kv_aware deployment's tokenizer from a replica (GET /tokenizer). "
+                                "Until it is built, that deployment's requests are routed by load alone.")
+    tokenizer_retry_interval: float = Field(
+        10.0, gt=0, description="Seconds before fetching a tokenizer again after a failed fetch or build.")
     operator_workspace_id: str | None = Field(
         None, description="Admin keys of this workspace read /internal/load for every workspace; other admin "
                           "keys see only their own deployments.")

@@ -1,7 +1,8 @@
 """What this gateway knows of replicas beyond the snapshot: requests in flight, and a circuit breaker each.
 
-In-flight counts feed `least_load` and `/internal/load`. The circuit breaker keeps a failing
-replica out of rotation (time passed in, so tests need no clock):
+In-flight counts feed `least_load` and `/internal/load`; the KV blocks that replicas of kv_aware
+deployments report (`cached_blocks`, kept by replica_stats.py) go into their `ReplicaView`s. The
+circuit breaker keeps a failing replica out of rotation (time passed in, so tests need no clock):
 
     closed ──`failures_to_open` failures in a row──► open ──cooldown over──► half-open
       ▲       (just one if the connection is       (out of rotation)    │ its next request
@@ -26,6 +27,7 @@ everyone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from slipway.gateway.table import DeploymentRoute
 from slipway.routing import ReplicaView, RouteRequest
@@ -48,9 +50,12 @@ class _Breaker:
 
 
 class ReplicaTracker:
-    def __init__(self, cooldown: float, failures_to_open: int = 3) -> None:
+    def __init__(self, cooldown: float, failures_to_open: int = 3,
+                 cached_blocks: Mapping[str, frozenset[int]] | None = None) -> None:
         self.cooldown = cooldown
         self.failures_to_open = failures_to_open
+        self.cached_blocks: Mapping[str, frozenset[int]] = cached_blocks if cached_blocks is not None else {}
+        """replica id -> KV block hashes it last reported (kv_aware deployments only)."""
         self.in_flight: dict[str, int] = {}
         self.in_flight_by_deployment: dict[str, int] = {}
         self._breakers: dict[str, _Breaker] = {}
@@ -61,14 +66,15 @@ class ReplicaTracker:
         """The replica `route`'s policy picks, preferring ones whose breaker lets a request through."""
         breakers = self._breakers
         in_flight = self.in_flight
+        cached = self.cached_blocks
         views = [ReplicaView(r.replica_id, r.url, in_flight.get(r.replica_id, 0),
-                             r.ready and (not breakers or self._admits(r.replica_id, now)))
+                             r.ready and (not breakers or self._admits(r.replica_id, now)), cached.get(r.replica_id))
                  for r in route.replicas]
         chosen = route.policy.choose(views, request, exclude=exclude)
         if not breakers:
             return chosen
         if chosen is None:
-            views = [ReplicaView(r.replica_id, r.url, in_flight.get(r.replica_id, 0), r.ready)
+            views = [ReplicaView(r.replica_id, r.url, in_flight.get(r.replica_id, 0), r.ready, cached.get(r.replica_id))
                      for r in route.replicas]
             return route.policy.choose(views, request, exclude=exclude)
         breaker = breakers.get(chosen.replica_id)

@@ -2,7 +2,9 @@
 
     await proxy.forward(call, target, upstream_path, body, content_type, send, receive)
 
-  pick      the deployment's policy chooses among ready replicas (tracker: in flight, circuit breakers)
+  pick      the deployment's policy chooses among ready replicas (tracker: in flight, circuit breakers);
+            for a policy that needs block hashes (kv_aware) the prompt is tokenized first, as the
+            replicas do (tokenizer_cache.py)
   send      pooled keep-alive connection; the request id travels as x-request-id; the headers must
             come within first_byte_timeout, the whole answer within request_timeout
   retry     a failure before any response byte (refused, reset, closed, no headers in time, or a
@@ -25,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -39,7 +42,8 @@ from slipway.gateway.http import Receive, Send, error_json, send_json
 from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
 from slipway.gateway.metrics import GatewayMetrics
 from slipway.gateway.sse import SseFramer, error_event
-from slipway.gateway.table import Target
+from slipway.gateway.table import DeploymentRoute, Target
+from slipway.gateway.tokenizer_cache import TokenizerCache
 from slipway.gateway.upstream import (
     UpstreamBroken, UpstreamConnectFailed, UpstreamPool, UpstreamResponse, UpstreamTimeout,
 )
@@ -86,19 +90,31 @@ def routing_request(deployment_id: str, policy: RoutingPolicy, body: bytes) -> R
 
 class Proxy:
     def __init__(self, config: GatewayConfig, pool: UpstreamPool, tracker: ReplicaTracker,
-                 meter: UsageMeter, metrics: GatewayMetrics) -> None:
+                 meter: UsageMeter, metrics: GatewayMetrics, tokenizers: TokenizerCache | None = None) -> None:
         self.config = config
         self.pool = pool
         self.tracker = tracker
         self.meter = meter
         self.metrics = metrics
+        self.tokenizers = tokenizers
+
+    async def route_request(self, route: DeploymentRoute, body: bytes) -> RouteRequest:
+        """`routing_request`, with the prompt's KV block hashes when the policy reads them."""
+        policy = route.policy
+        request = routing_request(route.entry.deployment_id, policy, body)
+        if policy.needs_block_hashes and self.tokenizers is not None:
+            max_blocks = getattr(getattr(policy, "config", None), "max_request_blocks", None)
+            block_hashes = await self.tokenizers.block_hashes(route, body, max_blocks)
+            if block_hashes:
+                request = dataclasses.replace(request, block_hashes=block_hashes)
+        return request
 
     async def forward(self, call: Call, target: Target, upstream_path: bytes, body: bytes,
                       content_type: bytes, send: Send, receive: Receive) -> None:
         config = self.config
         route = target.route
         deployment_id = route.entry.deployment_id
-        request = routing_request(deployment_id, route.policy, body)
+        request = await self.route_request(route, body)
         attempts = 2 if config.retry_on_connect_failure else 1
         first_byte_timeout = min(config.first_byte_timeout, config.request_timeout)
         loop = asyncio.get_running_loop()

@@ -24,7 +24,8 @@ What a caller fills in (`RouteRequest`), by policy:
   - round_robin, least_load: only `deployment_id`;
   - prefix_aware: `prompt_text` (see `prompt.prompt_text`), or at least `prompt_key`;
   - kv_aware: `block_hashes` (see `hashing.block_hash_chain`), and `ReplicaView.cached_block_hashes`.
-A policy whose `needs_prompt` is False ignores the prompt, so the caller may skip parsing the body.
+A policy whose `needs_prompt` is False ignores the prompt, so the caller may skip parsing the body;
+only a policy whose `needs_block_hashes` is True makes the caller tokenize it (CPU work per request).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class RoutingPolicy(ABC):
     name: str = ""
     needs_prompt: ClassVar[bool] = False
     """True when the policy reads `prompt_text`, `prompt_key` or `block_hashes` of a request."""
+    needs_block_hashes: ClassVar[bool] = False
+    """True when the policy reads `block_hashes` of a request and `cached_block_hashes` of replicas: the
+    caller then tokenizes prompts as the replicas do and keeps the replicas' reported cache summaries."""
 
     def choose(self, replicas: Sequence[ReplicaView], request: RouteRequest, *,
                exclude: frozenset[str] = frozenset()) -> ReplicaView | None:

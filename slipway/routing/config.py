@@ -60,6 +60,12 @@ class PrefixAwareConfig(BoundedLoadConfig):
     max_prefix_chars: int = Field(
         4096, ge=1, le=1_048_576, description="Leading characters of a prompt that are indexed; bounds the work "
                                               "per request. Prompts that share this much go to the same replica.")
+    min_match_ratio: float = Field(
+        0.3, ge=0.0, le=1.0, description="Least share of a prompt's indexed chunks that its longest known prefix "
+                                         "must cover for the prompt to follow that prefix; below it the prompt goes "
+                                         "to the least loaded replica. A short prefix that every prompt shares (a "
+                                         "chat template, a brief system prompt) then does not herd new "
+                                         "conversations onto one replica. 0 follows any match.")
     max_entries: int = Field(
         50_000, ge=1, description="Most prefix chunks remembered (each maps to the replica that last took it); "
                                   "the least recently routed are forgotten first. About 150 bytes each.")

@@ -32,6 +32,7 @@ from slipway.routing.prefix_index import PrefixIndex
 class KvAware(RoutingPolicy):
     name = "kv_aware"
     needs_prompt = True
+    needs_block_hashes = True
 
     def __init__(self, config: KvAwareConfig | None = None) -> None:
         self.config = config or KvAwareConfig()

@@ -5,7 +5,9 @@
                   ▼
     index.deepest(chain, candidates) ──► replica R holding the longest prefix
                   │                          │
-          none or R over the bound          R.in_flight <= load_factor * fewest + load_slack
+          none, R's prefix under            R's prefix >= min_match_ratio of the chain, and
+          min_match_ratio of the            R.in_flight <= load_factor * fewest + load_slack
+          chain, or R over the bound         │
                   ▼                          ▼
             fewest in flight                 R
                   └──────────┬───────────────┘
@@ -57,7 +59,7 @@ class PrefixAware(RoutingPolicy):
             return least_loaded
         by_id = {r.replica_id: r for r in candidates}
         match = self.index.deepest(chain, by_id)
-        if match is None:
+        if match is None or match.depth < self.config.min_match_ratio * len(chain):
             return least_loaded
         holder = by_id[match.replica_id]
         if holder.in_flight <= self.config.load_limit(least_loaded.in_flight):

@@ -2,7 +2,8 @@
 
     body ─► parse_chat_request / parse_completion_request   pydantic shapes; 400 naming the parameter
          ─► refuse fields the server cannot honour           tools, logit_bias, suffix, best_of != n
-         ─► chat_prompt_ids / completion_prompt_ids          token ids (chat template, tokenizer, or as sent)
+         ─► chat_prompt_ids / completion_prompt_ids          token ids (chat template, tokenizer, or as sent),
+                                                             rendered by spec.openai as a kv_aware gateway does
          ─► plan_generation                                  SamplingParams, max_tokens checked against
                                                              max_model_len with both numbers named
 
@@ -19,7 +20,10 @@ from pydantic import ValidationError
 
 from slipway.engine import SamplingParams
 from slipway.runtimes.base import BadRequestError
-from slipway.spec.openai import MAX_CHOICES, MAX_PROMPTS, ChatCompletionRequest, CompletionRequest
+from slipway.spec.openai import (
+    MAX_CHOICES, MAX_PROMPTS, ChatCompletionRequest, CompletionRequest, PromptError, chat_prompt_token_ids,
+    completion_prompt_token_ids, completion_prompts,
+)
 
 Route = Literal["chat", "completion"]
 
@@ -148,35 +152,18 @@ def _short(value: Any) -> bool:
 
 
 def chat_prompt_ids(tokenizer: Any, request: ChatCompletionRequest) -> list[int]:
-    """The conversation through the model's chat template, with the assistant's turn opened."""
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise BadRequestError("this model has no chat template; call /v1/completions with a prompt instead",
-                              param="messages")
-    messages = []
-    for message in request.messages:
-        entry: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                                 "content": message.content or ""}
-        if message.name:
-            entry["name"] = message.name
-        messages.append(entry)
+    """The conversation through the model's chat template, with the assistant's turn opened.
+
+    The rendering is `spec.openai.chat_prompt_token_ids`, the one a kv_aware gateway runs too."""
     try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except Exception as exc:  # noqa: BLE001 - templates raise their own errors (e.g. roles must alternate)
-        raise BadRequestError(f"the model's chat template refused these messages: {exc}; change the messages "
-                              "to the order and roles this model expects", param="messages") from None
-    # The template wrote the special tokens (BOS included) itself; adding them again would double them.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return chat_prompt_token_ids(tokenizer, request.messages)
+    except PromptError as exc:
+        raise BadRequestError(exc.message, param=exc.param) from None
 
 
 def completion_prompt_ids(tokenizer: Any, request: CompletionRequest, vocab_size: int) -> list[list[int]]:
     """Each prompt of a completion request as token ids: texts tokenized, token ids checked."""
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        prompts: list[str | list[int]] = [prompt]
-    elif prompt and all(isinstance(item, int) for item in prompt):
-        prompts = [list(prompt)]  # type: ignore[arg-type]
-    else:
-        prompts = list(prompt)  # type: ignore[arg-type]
+    prompts = completion_prompts(request.prompt)
     if not prompts:
         raise BadRequestError("prompt is an empty list; send at least one prompt", param="prompt")
     if len(prompts) > MAX_PROMPTS:
@@ -184,7 +171,7 @@ def completion_prompt_ids(tokenizer: Any, request: CompletionRequest, vocab_size
                               param="prompt")
     result = []
     for index, item in enumerate(prompts):
-        ids = list(tokenizer(item)["input_ids"]) if isinstance(item, str) else list(item)
+        ids = completion_prompt_token_ids(tokenizer, item)
         where = "prompt" if len(prompts) == 1 else f"prompt[{index}]"
         if not ids:
             raise BadRequestError(f"{where} is empty; send some text or token ids", param="prompt")

@@ -8,6 +8,7 @@
     POST /v1/completions         OpenAI completions (kind llm; 404 otherwise)
     GET  /metrics                Prometheus text
     GET  /stats                  JSON: kind, ready, draining, in_flight, requests_total + runtime stats
+    GET  /tokenizer              kind llm: the tokenizer's files and the KV block size (for kv_aware gateways)
     POST /drain                  stop taking new work; in-flight work finishes
 
 Raw ASGI with a dict lookup per request keeps the hot path short. Work routes refuse with 503
@@ -24,6 +25,7 @@ counted with status 499 (client closed request), as nginx does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import traceback
@@ -56,6 +58,14 @@ CLIENT_CLOSED_REQUEST = 499
 
 WorkHandler = Callable[[Any], Awaitable[Any]]
 
+# What a Hugging Face tokenizer is read from: a gateway that routes by KV blocks (kv_aware) builds
+# the same tokenizer from these and tokenizes prompts exactly as this replica does.
+TOKENIZER_TEXT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                        "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "config.json")
+TOKENIZER_BINARY_FILES = ("tokenizer.model",)
+# A tokenizer larger than this is not served (the largest common ones are ~10 MB).
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
+
 
 class ReplicaApp:
     """ASGI app serving one package; `state` says where it stands, `runtime` is set once loaded."""
@@ -75,6 +85,7 @@ class ReplicaApp:
             self.metrics.watch_llm_engine(lambda: self.runtime, model=spec.name)
         self.runtime: Runtime | None = None
         self._load_task: asyncio.Task[None] | None = None
+        self._tokenizer_body: bytes | None = None  # built once: the loaded runtime never changes
         self._work: dict[str, tuple[str, WorkHandler]] = {
             "/predict": ("predict", self._predict),
             "/v1/embeddings": ("embeddings", self._embeddings),
@@ -160,6 +171,8 @@ class ReplicaApp:
             await send_bytes(send, 200, self.metrics.render(), self.metrics.content_type)
         elif path == "/stats" and method == "GET":
             await send_json(send, 200, self.stats())
+        elif path == "/tokenizer" and method == "GET":
+            await self._serve_tokenizer(send)
         elif path == "/drain" and method == "POST":
             await read_body(receive, self.max_body_bytes)
             self.drain()
@@ -167,7 +180,8 @@ class ReplicaApp:
         else:
             await send_json(send, 404, error_body(
                 f"no route {method} {path} on this replica; it serves /predict, /v1/embeddings, "
-                "/v1/chat/completions, /v1/completions, /health/live, /health/ready, /metrics, /stats, /drain",
+                "/v1/chat/completions, /v1/completions, /health/live, /health/ready, /metrics, /stats, /tokenizer, "
+                "/drain",
                 code="not_found"))
 
     def stats(self) -> dict[str, Any]:
@@ -184,6 +198,34 @@ class ReplicaApp:
             "requests_total": self.state.requests_total,
             "load_error": self.state.load_error,
         }
+
+    async def _serve_tokenizer(self, send: Send) -> None:
+        """`GET /tokenizer`: {"model", "kv_block_size", "files": {name: text}, "binary_files": {name: base64}}."""
+        if self.spec.kind != "llm":
+            await send_json(send, 404, error_body(
+                f"this replica runs a kind '{self.spec.kind}' model, which has no tokenizer to serve; only kind "
+                "'llm' replicas serve GET /tokenizer", code="not_found"))
+            return
+        if self.runtime is None:
+            await send_json(send, 503, error_body("this replica is still loading its model; retry shortly",
+                                                  type="server_error", code="loading"), RETRY_AFTER)
+            return
+        if self._tokenizer_body is None:
+            model_dir = getattr(self.runtime, "model_dir", None)
+            if model_dir is None:
+                await send_json(send, 404, error_body(
+                    "this replica's engine does not expose its tokenizer files; kv_aware gateways route its "
+                    "requests by load only", code="not_found"))
+                return
+            block_size = self.runtime.engine_stats().get("kv_block_size") or self.spec.runtime.block_size
+            try:
+                self._tokenizer_body = await asyncio.to_thread(_tokenizer_body, Path(model_dir), self.spec.name,
+                                                               int(block_size))
+            except (OSError, ValueError) as exc:
+                await send_json(send, 500, error_body(f"the tokenizer files could not be read: {exc}",
+                                                      type="server_error", code="tokenizer_unreadable"))
+                return
+        await send_json(send, 200, self._tokenizer_body)
 
     # -- work routes -----------------------------------------------------------------------
 
@@ -311,6 +353,26 @@ async def _unless_client_leaves(work: Awaitable[Any], receive: Receive) -> Any:
 async def _disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _tokenizer_body(model_dir: Path, model: str, kv_block_size: int) -> bytes:
+    """The JSON answer of GET /tokenizer: every tokenizer file of `model_dir` that exists."""
+    files: dict[str, str] = {}
+    binary_files: dict[str, str] = {}
+    size = 0
+    for names, into in ((TOKENIZER_TEXT_FILES, files), (TOKENIZER_BINARY_FILES, binary_files)):
+        for name in names:
+            path = model_dir / name
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            size += len(data)
+            if size > MAX_TOKENIZER_BYTES:
+                raise ValueError(f"they exceed {MAX_TOKENIZER_BYTES} bytes")
+            into[name] = data.decode("utf-8") if into is files else base64.b64encode(data).decode("ascii")
+    if "tokenizer.json" not in files and "tokenizer.model" not in binary_files:
+        raise ValueError(f"{model_dir} has neither tokenizer.json nor tokenizer.model")
+    return dumps({"model": model, "kv_block_size": kv_block_size, "files": files, "binary_files": binary_files})
 
 
 def _object(body: Any) -> dict[str, Any]:

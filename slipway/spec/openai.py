@@ -1,10 +1,13 @@
-"""OpenAI wire shapes that slipway speaks: errors, models, embeddings, chat and text completion requests."""
+"""OpenAI wire shapes that slipway speaks: errors, models, embeddings, chat and text completion requests,
+and how a chat or completion prompt becomes token ids (the one rendering replicas and gateways share)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from slipway.errors import SpecError
 
 
 def error_body(message: str, *, type: str = "invalid_request_error", code: str | None = None,
@@ -171,3 +174,69 @@ class CompletionRequest(_TextGenerationRequest):
     echo: bool = Field(False, description="Put the prompt before the completion in `text`.")
     suffix: str | None = Field(None, description="Not supported; must be empty.")
     best_of: int | None = Field(None, ge=1, description="Only equal to n (no server-side ranking).")
+
+
+CompletionPrompt = str | list[str] | list[int] | list[list[int]]
+"""What `prompt` of a completion request may be (`CompletionRequest.prompt`)."""
+
+
+# -- prompt token ids --------------------------------------------------------------------------
+#
+# One rendering of a prompt into token ids for both sides of the KV-cache contract: a replica's
+# llm runtime feeds these ids to its engine, and a gateway routing by KV blocks (kv_aware) hashes
+# the ids it gets from the same functions over the same tokenizer files, so the blocks it looks
+# for are the blocks the replica caches. `tokenizer` is a Hugging Face tokenizer, used only
+# through `chat_template`, `apply_chat_template` and calling it; nothing here imports one.
+
+
+class PromptError(SpecError):
+    """A prompt that cannot become token ids (400); `param` names the field to change."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def chat_template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages as a chat template reads them: `developer` speaks as `system`, no content is ""."""
+    rendered = []
+    for message in messages:
+        entry: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
+                                 "content": message.content or ""}
+        if message.name:
+            entry["name"] = message.name
+        rendered.append(entry)
+    return rendered
+
+
+def chat_prompt_token_ids(tokenizer: Any, messages: Sequence[ChatMessage]) -> list[int]:
+    """The conversation through the model's chat template, the assistant's turn opened, as token ids."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise PromptError("this model has no chat template; call /v1/completions with a prompt instead",
+                          param="messages")
+    try:
+        text = tokenizer.apply_chat_template(chat_template_messages(messages), add_generation_prompt=True,
+                                             tokenize=False)
+    except Exception as exc:  # noqa: BLE001 - templates raise their own errors (e.g. roles must alternate)
+        raise PromptError(f"the model's chat template refused these messages: {exc}; change the messages "
+                          "to the order and roles this model expects", param="messages") from None
+    # The template wrote the special tokens (BOS included) itself; adding them again would double them.
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def completion_prompts(prompt: CompletionPrompt) -> list[str | list[int]]:
+    """Each prompt of a completion request: one text, one token id list, or a batch of either."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(item, int) for item in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+def completion_prompt_token_ids(tokenizer: Any, prompt: str | list[int]) -> list[int]:
+    """One completion prompt as token ids: a text tokenized with the model's special tokens, ids as sent."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    return list(prompt)

@@ -71,6 +71,12 @@ def test_only_cache_aware_policies_need_the_prompt():
     assert needs == {"round_robin": False, "least_load": False, "prefix_aware": True, "kv_aware": True}
 
 
+def test_only_kv_aware_needs_block_hashes():
+    needs = {name: get_policy(name).needs_block_hashes
+             for name in ["round_robin", "least_load", "prefix_aware", "kv_aware"]}
+    assert needs == {"round_robin": False, "least_load": False, "prefix_aware": False, "kv_aware": True}
+
+
 def test_new_fields_default_so_existing_callers_keep_working():
     view = ReplicaView("a", "u", 3, True)
     request = RouteRequest("d-1")

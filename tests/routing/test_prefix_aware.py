@@ -52,6 +52,25 @@ def test_the_longest_known_prefix_wins_over_a_shorter_one():
     assert again.replica_id == deep.replica_id
 
 
+def test_a_short_prefix_every_prompt_shares_does_not_herd_new_conversations():
+    routing = policy(min_match_ratio=0.3)
+    template = "system\nbe brief\n"  # one 16-character chunk, shared by every conversation below
+    first_turns = Counter(routing.choose(views(0, 0, 0), ask(template + f"user\n{i:03d} " * 6)).replica_id
+                          for i in range(30))
+    assert first_turns == {"r0": 10, "r1": 10, "r2": 10}, "under 30% shared: least load, ties in turn"
+    # A next turn shares most of its conversation's prompt, so it follows it.
+    holder = routing.choose(views(0, 0, 0), ask(template + "user\n007 " * 6 + "more")).replica_id
+    assert {routing.choose(views(0, 0, 0), ask(template + "user\n007 " * 6 + "more, again")).replica_id
+            for _ in range(6)} == {holder}
+
+
+def test_with_min_match_ratio_0_any_known_prefix_is_followed():
+    routing = policy(min_match_ratio=0.0)
+    template = "system\nbe brief\n"
+    assert len({routing.choose(views(0, 0, 0), ask(template + f"user\n{i:03d} " * 6)).replica_id
+                for i in range(30)}) == 1
+
+
 def test_falls_back_to_least_load_when_the_holder_is_over_the_bound():
     routing = policy(load_factor=2.0, load_slack=1)
     holder = routing.choose(views(0, 0), ask(SYSTEM)).replica_id
