@@ -45,7 +45,7 @@ from slipway.gateway.http import (
     JSON_TYPE, Receive, RequestHeaders, Scope, Send, error_json, new_request_id, parse_json, read_body, send_json,
 )
 from slipway.gateway.meter import UsageMeter
-from slipway.gateway.metrics import ColdStart, GatewayMetrics
+from slipway.observe.metrics import ColdStart, GatewayMetrics
 from slipway.gateway.proxy import Call, Proxy
 from slipway.gateway.replica_stats import ReplicaStatsPoller
 from slipway.gateway.table import RouteTable, Target

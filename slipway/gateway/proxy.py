@@ -40,7 +40,7 @@ from slipway.gateway.errors import NoReadyReplicaError
 from slipway.gateway.health import ReplicaTracker
 from slipway.gateway.http import Receive, Send, error_json, send_json
 from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
-from slipway.gateway.metrics import GatewayMetrics
+from slipway.observe.metrics import GatewayMetrics
 from slipway.gateway.sse import SseFramer, error_event
 from slipway.gateway.table import DeploymentRoute, Target
 from slipway.gateway.tokenizer_cache import TokenizerCache
@@ -111,6 +111,11 @@ class Proxy:
 
     async def forward(self, call: Call, target: Target, upstream_path: bytes, body: bytes,
                       content_type: bytes, send: Send, receive: Receive) -> None:
+        with self.metrics.in_flight_request(target.model_name, target.environment, target.route.entry.deployment_id):
+            await self._forward(call, target, upstream_path, body, content_type, send, receive)
+
+    async def _forward(self, call: Call, target: Target, upstream_path: bytes, body: bytes,
+                       content_type: bytes, send: Send, receive: Receive) -> None:
         config = self.config
         route = target.route
         deployment_id = route.entry.deployment_id
@@ -125,6 +130,8 @@ class Proxy:
             replica = tracker.choose(route, request, tried, time.monotonic())
             if replica is None:
                 break
+            if attempt > 0:
+                self.metrics.retry(target.model_name, target.environment, deployment_id)
             replica_id = replica.replica_id
             host, path = self.pool.request_target(replica.url, upstream_path)
             message = b"".join((
@@ -138,6 +145,8 @@ class Proxy:
                 # Nothing came back: another replica may take it (inference requests are idempotent).
                 tracker.end(replica_id, deployment_id)
                 tracker.failed(replica_id, time.monotonic(), at_once=isinstance(exc, UpstreamConnectFailed))
+                self.metrics.upstream_error(target.model_name, target.environment, deployment_id,
+                                            "connect" if isinstance(exc, UpstreamConnectFailed) else "timeout")
                 tried |= {replica_id}
                 failure = exc
                 log.warning("replica %s failed before answering: %s", replica_id, exc.message)
@@ -145,6 +154,7 @@ class Proxy:
             except UpstreamError as exc:
                 tracker.end(replica_id, deployment_id)
                 tracker.failed(replica_id, time.monotonic())
+                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "other")
                 await self.refuse(call, target, exc, send)
                 return
             except BaseException:
@@ -156,6 +166,7 @@ class Proxy:
                 response.close()
                 tracker.end(replica_id, deployment_id)
                 tracker.mark_down(replica_id, time.monotonic())
+                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "draining")
                 tried |= {replica_id}
                 continue
             healthy: bool | None = None
@@ -302,11 +313,17 @@ class Proxy:
 
     def _first_byte(self, call: Call, target: Target) -> None:
         if call.held:
-            self.metrics.cold_start(target.route.entry.deployment_id, time.perf_counter() - call.started)
+            self.metrics.cold_start(target.model_name, target.environment, target.route.entry.deployment_id,
+                                    time.perf_counter() - call.started)
 
     def _meter(self, call: Call, target: Target, status: int, units: tuple[int, int] | None) -> None:
         if units is None:
             units = (1, 1) if status < 400 else (0, 0)
+        seconds = time.perf_counter() - call.started
+        tokens = units if call.route in _TOKEN_STREAM_ROUTES else (0, 0)
+        self.metrics.observe_request(target.model_name, target.environment, target.route.entry.deployment_id,
+                                     status_code=status, seconds=seconds, prompt_tokens=tokens[0],
+                                     completion_tokens=tokens[1])
         key = call.key
         self.meter.record({
             "request_id": call.usage_id,
@@ -318,7 +335,7 @@ class Proxy:
             "route": call.route,
             "input_units": units[0],
             "output_units": units[1],
-            "latency_ms": round((time.perf_counter() - call.started) * 1000.0, 3),
+            "latency_ms": round(seconds * 1000.0, 3),
             "status_code": status,
             "created_at": call.created_at,
         })

@@ -17,6 +17,8 @@ under `OVERFLOW_LABEL`, so a misbehaving fleet cannot grow the page without boun
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -171,6 +173,23 @@ UPSTREAM_ERROR_KINDS = ("connect", "reset", "timeout", "draining", "status", "ot
 """Values of `kind` on slipway_gateway_upstream_errors_total; anything else is counted as 'other'."""
 
 
+# From a warm process start (well under a second) to a large model loading (minutes).
+COLD_START_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, float("inf"))
+RECENT_COLD_STARTS = 1000
+"""Cold starts kept in memory by `GatewayMetrics.recent_cold_starts`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """One request held for a cold start."""
+
+    deployment_id: str
+    seconds: float
+    """From the request's arrival to its first byte sent."""
+    at: float
+    """Unix time it was measured."""
+
+
 class GatewayMetrics:
     """The gateway's metric families, and the calls the gateway makes to update them.
 
@@ -181,6 +200,11 @@ class GatewayMetrics:
         slipway_gateway_retries_total{model,environment,deployment}                 counter
         slipway_gateway_prompt_tokens_total{model,environment,deployment}           counter
         slipway_gateway_completion_tokens_total{model,environment,deployment}       counter
+        slipway_gateway_cold_start_seconds{model,environment,deployment}           histogram
+
+A cold start is measured on requests the gateway held because their deployment had no ready
+replica: from the request's arrival to the first byte of its answer (`cold_start`); the last ones
+are also kept in memory for a quick look (`recent_cold_starts`).
 
     A request is counted once it has an answer (`observe_request`), whatever the answer; one
     refused before a deployment was resolved (bad key, unknown model) carries empty labels,
@@ -212,6 +236,12 @@ class GatewayMetrics:
         self.completion_tokens = Counter("slipway_gateway_completion_tokens",
                                          "Completion (output) tokens of answered requests.", labels,
                                          registry=self.registry)
+        self.cold_start_seconds = Histogram(
+            "slipway_gateway_cold_start_seconds",
+            "Seconds from the arrival of a request held for a cold start (its deployment had no ready "
+            "replica) to the first byte of its answer.", labels, buckets=COLD_START_BUCKETS,
+            registry=self.registry)
+        self._recent_cold_starts: deque[ColdStart] = deque(maxlen=RECENT_COLD_STARTS)
 
     def _labels(self, model: str, environment: str | None, deployment: str | None) -> tuple[str, str, str]:
         return self._budget.admit((model or "", environment or "", deployment or ""))  # type: ignore[return-value]
@@ -245,6 +275,15 @@ class GatewayMetrics:
     def retry(self, model: str, environment: str | None, deployment: str | None) -> None:
         """A request is being sent again, to another replica."""
         self.retries.labels(*self._labels(model, environment, deployment)).inc()
+
+    def cold_start(self, model: str, environment: str | None, deployment: str, seconds: float) -> None:
+        """A request held for a cold start got its first byte `seconds` after it arrived."""
+        self.cold_start_seconds.labels(*self._labels(model, environment, deployment)).observe(max(seconds, 0.0))
+        self._recent_cold_starts.append(ColdStart(deployment, seconds, time.time()))
+
+    def recent_cold_starts(self, deployment_id: str | None = None) -> list[ColdStart]:
+        """The last cold starts measured (at most RECENT_COLD_STARTS), oldest first; of one deployment if given."""
+        return [c for c in self._recent_cold_starts if deployment_id is None or c.deployment_id == deployment_id]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

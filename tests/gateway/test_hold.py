@@ -65,11 +65,10 @@ def test_a_held_request_is_served_once_a_ready_replica_is_published(replicas, ga
 
     (cold_start,) = gw.app.cold_starts()
     assert cold_start.deployment_id == "d-echo" and 0.3 <= cold_start.seconds < 5
-    registry = gw.app.metrics_registry
-    labels = {"deployment": "d-echo"}
-    assert registry.get_sample_value("slipway_gateway_cold_start_seconds_count", labels) == 1
-    assert registry.get_sample_value("slipway_gateway_cold_start_seconds_sum", labels) == pytest.approx(
-        cold_start.seconds)
+    samples = {sample.name: sample for family in gw.app.metrics_registry.collect()
+               for sample in family.samples if sample.labels.get("deployment") == "d-echo"}
+    assert samples["slipway_gateway_cold_start_seconds_count"].value == 1
+    assert samples["slipway_gateway_cold_start_seconds_sum"].value == pytest.approx(cold_start.seconds)
     # A request that found a ready replica is no cold start.
     assert post_predict(gw).status_code == 200
     assert len(gw.app.cold_starts()) == 1

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway.conftest import deployment, world
 
@@ -167,3 +168,26 @@ def test_prefix_aware_keeps_a_conversation_on_one_replica(replicas, gateway):
                 history.append({"role": "user", "content": f"question {turn} " * 20})
                 served.add(http.post("/models/echo/predict", json={"messages": history}).json()["replica"])
             assert len(served) == 1, f"conversation {user} spread over {served}"
+
+
+def test_answered_requests_and_failed_attempts_are_counted_in_the_gateway_metrics(replicas, gateway):
+    """slipway_gateway_* families follow the traffic: one 2xx per answer, its duration, a failed attempt
+    on a dead replica counted as an upstream error and the retry that followed."""
+    (replica,) = replicas(1)
+    gw = gateway(world(["http://127.0.0.1:9", replica.url]))
+    with gw.client() as http:
+        for _ in range(4):
+            assert http.post("/models/echo/predict", json={}).status_code == 200
+    page = gw.app.metrics.render().decode()
+    samples = [s for family in text_string_to_metric_families(page) for s in family.samples
+               if s.labels.get("deployment") == "d-echo"]
+
+    def value(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+    assert value("slipway_gateway_requests_total", status_class="2xx", model="echo") == 4
+    assert value("slipway_gateway_request_duration_seconds_count") == 4
+    assert value("slipway_gateway_in_flight") == 0
+    # The dead replica at :9 refuses connections: each time it is picked, one error and one retry.
+    errors = value("slipway_gateway_upstream_errors_total", kind="connect")
+    assert errors >= 1 and value("slipway_gateway_retries_total") == errors
