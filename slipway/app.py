@@ -109,6 +109,14 @@ def _check_packages(packages: list[Path]) -> list[tuple[Path, bytes, str]]:
     return checked
 
 
+def base_model_folder(deployment: Any) -> Path:
+    """The Hugging Face folder of an llm deployment's weights, for fine-tuning (a .gguf is converted once)."""
+    from slipway.runtimes.gguf_convert import hf_folder_for
+    from slipway.runtimes.weights import resolve_weights
+
+    return hf_folder_for(resolve_weights(deployment.spec["weights"], Path(deployment.package_dir)))
+
+
 class Node:
     """The wired-up objects of one `slipway up`, with its start-up and shutdown steps."""
 
@@ -116,9 +124,12 @@ class Node:
         from slipway.backends.local import LocalBackend
         from slipway.control.api import create_control_app
         from slipway.control.autoscaler import Autoscaler, InProcessLoadSource
+        from slipway.control.jobs import JobSupervisor
+        from slipway.control.learning import LearningServices
         from slipway.control.plane import ControlPlane
         from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
         from slipway.store import Store
+        from slipway.train.catalog import DatasetCatalog
         from slipway.web import DashboardSessions, create_dashboard_app
 
         self.home = home
@@ -135,10 +146,15 @@ class Node:
         # The control loop reads this process's gateway load directly (no HTTP hop).
         self.plane.autoscaler = Autoscaler(InProcessLoadSource(self.gateway.load))
         self.sessions = DashboardSessions(self.store)
-        self.control = create_control_app(self.plane, session_lookup=self.sessions.principal)
+        # Fine-tuning jobs run beside the control loop; a registered fine-tuned model is published at once.
+        self.jobs = JobSupervisor(self.store, home, base_model_folder=base_model_folder,
+                                  on_model_registered=self.plane.publish)
+        learning = LearningServices(datasets=DatasetCatalog(self.store, home), wake_jobs=self.jobs.wake)
+        self.control = create_control_app(self.plane, session_lookup=self.sessions.principal, learning=learning)
         self.dashboard = create_dashboard_app(self.plane, self.sessions)
         self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown, dashboard=self.dashboard)
         self._loop_task: asyncio.Task | None = None
+        self._jobs_task: asyncio.Task | None = None
         self._hook_tasks: list[asyncio.Task] = []
         self.after_startup: list = []
 
@@ -146,14 +162,20 @@ class Node:
         await self.plane.start()
         await self.gateway.startup()
         self._loop_task = asyncio.create_task(self.plane.run_forever(), name="slipway-control-loop")
+        self._jobs_task = asyncio.create_task(self.jobs.run_forever(), name="slipway-fine-tuning-jobs")
         # Kept referenced: the event loop holds only weak references to tasks.
         self._hook_tasks = [asyncio.create_task(hook()) for hook in self.after_startup]
 
     async def shutdown(self) -> None:
-        for task in [self._loop_task, *self._hook_tasks]:
+        tasks = [self._loop_task, self._jobs_task, *self._hook_tasks]
+        for task in tasks:
             if task is not None:
                 task.cancel()
-        await asyncio.gather(*(t for t in [self._loop_task, *self._hook_tasks] if t), return_exceptions=True)
+        await asyncio.gather(*(t for t in tasks if t), return_exceptions=True)
+        try:
+            await self.jobs.shutdown()  # job processes save a checkpoint; the next start resumes them
+        except Exception:
+            log.exception("stopping the fine-tuning job processes failed; the next start adopts or resumes them")
         try:
             await self.plane.shutdown(stop_replicas=True)
         finally:

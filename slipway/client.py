@@ -204,6 +204,65 @@ class Client:
         params = {k: v for k, v in {"group_by": group_by, "start": start, "end": end}.items() if v}
         return self._request("GET", "/api/v1/usage", params=params)["data"]
 
+    # Datasets, traces and fine-tuning ---------------------------------------------------
+    def create_dataset(self, data: str | Path | bytes, *, name: str | None = None, validation_fraction: float = 0.1,
+                       seed: int = 0) -> dict:
+        """Upload chat fine-tuning JSONL (a path or the bytes); returns the dataset with any `warnings`."""
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if not path.is_file():
+                raise SpecError(f"{path} is not a file; pass a chat fine-tuning .jsonl file")
+            name = name or path.stem
+            data = path.read_bytes()
+        params = {"name": name or "dataset", "validation_fraction": validation_fraction, "seed": seed}
+        return self._request("POST", "/api/v1/datasets", content=data, params=params,
+                             headers={"Content-Type": "application/jsonl"})
+
+    def datasets(self, *, limit: int = 100) -> list[dict]:
+        return self._request("GET", "/api/v1/datasets", params={"limit": limit})["data"]
+
+    def dataset(self, dataset_id: str) -> dict:
+        return self._request("GET", f"/api/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> dict:
+        return self._request("DELETE", f"/api/v1/datasets/{dataset_id}")
+
+    def traces(self, *, limit: int = 20, after: str | None = None, **filters: Any) -> dict:
+        """A page of traces ({"data", "has_more"}); filters: model, environment, since, until, tag, ..."""
+        params = {k: v for k, v in {"limit": limit, "after": after, **filters}.items() if v is not None}
+        return self._request("GET", "/api/v1/traces", params=params)
+
+    def give_feedback(self, trace_id: str, *, score: float | None = None, label: str | None = None,
+                      corrected_output: str | None = None) -> dict:
+        body = {k: v for k, v in {"score": score, "label": label, "corrected_output": corrected_output}.items()
+                if v is not None}
+        return self._request("POST", f"/api/v1/traces/{trace_id}/feedback", json=body)
+
+    def create_fine_tuning_job(self, model: str, training_file: str, *, validation_file: str | None = None,
+                               hyperparameters: dict[str, Any] | None = None, suffix: str | None = None,
+                               seed: int | None = None) -> dict:
+        body = {k: v for k, v in {"model": model, "training_file": training_file, "validation_file": validation_file,
+                                  "hyperparameters": hyperparameters, "suffix": suffix, "seed": seed}.items()
+                if v is not None}
+        return self._request("POST", "/api/v1/fine_tuning/jobs", json=body)
+
+    def fine_tuning_jobs(self, *, limit: int = 20) -> list[dict]:
+        return self._request("GET", "/api/v1/fine_tuning/jobs", params={"limit": limit})["data"]
+
+    def fine_tuning_job(self, job_id: str) -> dict:
+        return self._request("GET", f"/api/v1/fine_tuning/jobs/{job_id}")
+
+    def cancel_fine_tuning_job(self, job_id: str) -> dict:
+        return self._request("POST", f"/api/v1/fine_tuning/jobs/{job_id}/cancel")
+
+    def fine_tuning_events(self, job_id: str, *, limit: int = 100) -> list[dict]:
+        """The job's newest events, newest first."""
+        return self._request("GET", f"/api/v1/fine_tuning/jobs/{job_id}/events", params={"limit": limit})["data"]
+
+    def fine_tuning_checkpoints(self, job_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v1/fine_tuning/jobs/{job_id}/checkpoints",
+                             params={"limit": 100})["data"]
+
     # Inference -----------------------------------------------------------------------------
     def predict(self, model: str, body: Any, *, environment: str | None = None) -> Any:
         path = f"/models/{model}/environments/{environment}/predict" if environment else f"/models/{model}/predict"

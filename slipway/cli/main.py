@@ -25,6 +25,10 @@ keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API k
 app.add_typer(keys_app, name="keys")
 bench_app = typer.Typer(no_args_is_help=True, help="Load-test an OpenAI-compatible server.")
 app.add_typer(bench_app, name="bench")
+jobs_app = typer.Typer(no_args_is_help=True, help="List, follow and cancel fine-tuning jobs.")
+app.add_typer(jobs_app, name="jobs")
+datasets_app = typer.Typer(no_args_is_help=True, help="Upload, list and delete fine-tuning datasets.")
+app.add_typer(datasets_app, name="datasets")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -314,6 +318,157 @@ def bench_serve(
                   max_total_len=max_total_len, arrival=arrival, request_rate=request_rate, burstiness=burstiness,
                   max_concurrency=max_concurrency, goodput=goodput, ignore_eos=ignore_eos, seed=seed,
                   request_timeout_s=request_timeout, out=out, console=console)
+
+
+@app.command()
+def train(
+    model: str = typer.Option(..., "--model", "-m", help="Base model: a model whose production (or development) "
+                                                        "deployment is an llm package."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Chat fine-tuning JSONL file to upload, or a dataset "
+                                                            "id (ds-...)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the data (default: auto)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per step (default: auto)."),
+    learning_rate_multiplier: Optional[float] = typer.Option(None, "--learning-rate-multiplier",
+                                                             help="Scales the base learning rate (default: auto)."),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank r (default 8)."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Names the result <model>:ft-<suffix>."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Makes the run repeatable (default: random)."),
+    validation_fraction: float = typer.Option(0.1, "--validation-fraction",
+                                              help="Share of an uploaded file held out for validation."),
+    follow: bool = typer.Option(True, "--follow/--no-follow", help="Show progress until the job ends."),
+) -> None:
+    """Fine-tune a LoRA adapter of a deployed llm on a dataset (uploading the file first if given one)."""
+    client = _client()
+    if Path(dataset).is_file():
+        with console.status(f"Uploading {dataset}…"):
+            created = client.create_dataset(Path(dataset), validation_fraction=validation_fraction)
+        console.print(f"Dataset [bold]{created['id']}[/] ({created['train_rows']} training, "
+                      f"{created['validation_rows']} validation rows)")
+        for warning in created.get("warnings", []):
+            console.print(f"  [yellow]warning[/] {warning}", highlight=False)
+        dataset_id = created["id"]
+    elif dataset.startswith("ds-"):
+        dataset_id = dataset
+    else:
+        raise SlipwayError(f"--dataset {dataset!r} is neither a file nor a dataset id (ds-...); "
+                           "`slipway datasets ls` lists your datasets")
+    hyperparameters = {k: v for k, v in {"n_epochs": epochs, "batch_size": batch_size,
+                                         "learning_rate_multiplier": learning_rate_multiplier,
+                                         "lora_rank": lora_rank}.items() if v is not None}
+    job = client.create_fine_tuning_job(model, dataset_id, hyperparameters=hyperparameters or None, suffix=suffix,
+                                        seed=seed)
+    console.print(f"Fine-tuning job [bold]{job['id']}[/] of [bold]{model}[/] created")
+    if follow:
+        _follow_job(client, job["id"])
+    else:
+        console.print(f"Follow it with: slipway jobs follow {job['id']}")
+
+
+_FINISHED_JOB_STATUSES = ("succeeded", "failed", "cancelled")
+
+
+def _follow_job(client, job_id: str, *, interval: float = 1.0) -> None:
+    """Show a job's progress (step/total, loss) and its messages until it ends; raise if it did not succeed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    seen: set[str] = set()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"{job_id} starting", total=None, loss="")
+            while True:
+                job = client.fine_tuning_job(job_id)
+                for event in reversed(client.fine_tuning_events(job_id)):
+                    if event["id"] in seen:
+                        continue
+                    seen.add(event["id"])
+                    data = event.get("data") or {}
+                    if event.get("type") == "metrics" and "step" in data:
+                        loss = f"loss {data['train_loss']:.4f}" if isinstance(data.get("train_loss"), float) else ""
+                        progress.update(task, total=data.get("total_steps"), completed=data["step"], loss=loss)
+                    else:
+                        color = {"warn": "yellow", "error": "red"}.get(event.get("level", ""), "dim")
+                        progress.console.print(f"  [{color}]{event['message']}[/]", highlight=False, soft_wrap=True)
+                progress.update(task, description=f"{job_id} {job['status']}")
+                if job["status"] in _FINISHED_JOB_STATUSES:
+                    break
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        err_console.print(f"Stopped following; the job keeps running (slipway jobs follow {job_id})")
+        raise typer.Exit(130)
+    if job["status"] == "succeeded":
+        console.print(f"[green]Succeeded[/]: fine-tuned model [bold]{job['fine_tuned_model']}[/] "
+                      f"({job.get('trained_tokens') or 0} tokens trained)")
+        return
+    if job["status"] == "failed":
+        message = ((job.get("error") or {}).get("message") or "no reason given").strip().splitlines()[0]
+        raise SlipwayError(f"fine-tuning job {job_id} failed: {message}")
+    raise SlipwayError(f"fine-tuning job {job_id} was cancelled")
+
+
+@jobs_app.command("ls")
+def jobs_list(limit: int = typer.Option(20, help="Most jobs shown, newest first.")) -> None:
+    """List fine-tuning jobs, newest first."""
+    jobs = _client().fine_tuning_jobs(limit=limit)
+    if not jobs:
+        console.print("No fine-tuning jobs yet. Start one: slipway train --model BASE --dataset data.jsonl")
+        return
+    table = Table("id", "model", "status", "fine-tuned model", "dataset", "created", "finished")
+    table.columns[0].no_wrap = True
+    for job in jobs:
+        table.add_row(job["id"], job["model"], job["status"], job.get("fine_tuned_model") or "",
+                      job["training_file"], _when(job.get("created_at")), _when(job.get("finished_at")))
+    console.print(table)
+
+
+@jobs_app.command("follow")
+def jobs_follow(job_id: str = typer.Argument(..., help="Job id (ftjob-...).")) -> None:
+    """Show a job's progress until it ends."""
+    _follow_job(_client(), job_id)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str = typer.Argument(..., help="Job id (ftjob-...).")) -> None:
+    """Cancel a fine-tuning job; a running one stops after saving a checkpoint."""
+    job = _client().cancel_fine_tuning_job(job_id)
+    console.print(f"[green]Cancelled[/] {job['id']}")
+
+
+@datasets_app.command("ls")
+def datasets_list(limit: int = typer.Option(100, help="Most datasets shown, newest first.")) -> None:
+    """List datasets, newest first."""
+    rows = _client().datasets(limit=limit)
+    if not rows:
+        console.print("No datasets yet. Upload one: slipway datasets create data.jsonl")
+        return
+    table = Table("id", "name", "source", "train rows", "validation rows", "created")
+    table.columns[0].no_wrap = True
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["source"], str(row["train_rows"]), str(row["validation_rows"]),
+                      _when(row.get("created_at")))
+    console.print(table)
+
+
+@datasets_app.command("create")
+def datasets_create(
+    path: Path = typer.Argument(..., help="Chat fine-tuning JSONL file."),
+    name: Optional[str] = typer.Option(None, help="A label (default: the file name)."),
+    validation_fraction: float = typer.Option(0.1, help="Share of rows held out for validation."),
+) -> None:
+    """Upload a chat fine-tuning JSONL file as a dataset (every bad line is reported)."""
+    created = _client().create_dataset(path, name=name, validation_fraction=validation_fraction)
+    for warning in created.get("warnings", []):
+        console.print(f"  [yellow]warning[/] {warning}", highlight=False)
+    console.print(f"Dataset [bold]{created['id']}[/] ({created['train_rows']} training, "
+                  f"{created['validation_rows']} validation rows)")
+
+
+@datasets_app.command("rm")
+def datasets_remove(dataset_id: str = typer.Argument(..., help="Dataset id (ds-...).")) -> None:
+    """Delete a dataset and its files."""
+    _client().delete_dataset(dataset_id)
+    console.print(f"[green]Deleted[/] {dataset_id}")
 
 
 def main() -> None:

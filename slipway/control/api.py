@@ -20,8 +20,9 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slipway.control.auth import SessionLookup
+from slipway.control.learning import LearningServices
 from slipway.control.plane import ControlPlane
-from slipway.control.routes import deployments, internal, keys, metrics, models, usage
+from slipway.control.routes import datasets, deployments, fine_tuning, internal, keys, metrics, models, traces, usage
 from slipway.errors import AuthError, SlipwayError
 from slipway.observe import request_id_var
 from slipway.spec.openai import error_body
@@ -36,12 +37,15 @@ _CODE_BY_STATUS = {400: "invalid_request", 401: "invalid_api_key", 403: "insuffi
 
 
 def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | None = None,
-                       metrics_registries: Sequence[CollectorRegistry] = ()) -> FastAPI:
+                       metrics_registries: Sequence[CollectorRegistry] = (),
+                       learning: LearningServices | None = None) -> FastAPI:
     """The management API over `plane`.
 
     `session_lookup` (session id -> principal or None) lets the dashboard's session cookie stand
     in for a key on /api/v1; without it only keys are accepted. `metrics_registries` are added to
     GET /metrics after the control plane's own families (e.g. the in-process gateway's).
+    `learning` gives the dataset and fine-tuning routes what lies outside the control package
+    (dataset files, waking the job supervisor); without it dataset uploads answer 503.
     """
     app = FastAPI(
         title="slipway management API",
@@ -55,6 +59,10 @@ def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | N
     for module in (deployments, models, keys, usage, internal):
         app.include_router(module.router(plane))
     app.include_router(metrics.router(plane, extra_registries=metrics_registries))
+    learning = learning or LearningServices()
+    app.include_router(traces.router(plane))
+    app.include_router(datasets.router(plane, learning))
+    app.include_router(fine_tuning.router(plane, learning))
     _install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -73,7 +81,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) and exc.status_code == 401 else None
         if exc.status_code >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return _error(exc.status_code, exc.message, type=exc.error_type, code=exc.code, headers=headers)
+        return _error(exc.status_code, exc.message, type=exc.error_type, code=exc.code,
+                      param=getattr(exc, "param", None), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,39 +14,50 @@ folder, so the folder alone says how far the job got and a restart picks up from
 
 Hyperparameters follow OpenAI's (`n_epochs`, `batch_size`, `learning_rate_multiplier`, each a
 number or "auto") plus the LoRA settings; `resolve` turns "auto" into numbers once the number of
-training rows is known. Nothing here imports torch, so a bad spec fails in well under a second.
+training rows is known; both, and the file names above, are defined in `slipway.spec.fine_tuning`
+and re-exported here. Nothing here imports torch, so a bad spec fails in well under a second.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Any, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from slipway.errors import SlipwayError
+# The spec, hyperparameters and file names live in slipway.spec.fine_tuning, where the control plane
+# (which writes job.json) can import them; they are re-exported here for the job process.
+from slipway.spec.fine_tuning import (
+    ADAPTER_DIR,
+    AUTO_BATCH_SIZE,
+    AUTO_CHECKPOINT_MAX_STEPS,
+    AUTO_EPOCHS,
+    BASE_LEARNING_RATE,
+    CHECKPOINTS_DIR,
+    ERROR_FILE,
+    EVENTS_FILE,
+    LINEAGE_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    Auto,
+    Hyperparameters,
+    JobSpec,
+)
 from slipway.train.dataset_format import validate_file
 from slipway.train.datasets import write_atomic
 
-Auto = Literal["auto"]
-# The learning rate a multiplier of 1.0 means. LoRA adapters train well around 1e-4 to 3e-4.
-BASE_LEARNING_RATE = 2e-4
-AUTO_EPOCHS = 3
-AUTO_BATCH_SIZE = 8
-# With "auto", a checkpoint every epoch, but at least this often so a crash loses little work.
-AUTO_CHECKPOINT_MAX_STEPS = 50
-SPEC_FILE = "job.json"
-EVENTS_FILE = "events.jsonl"
-RESULT_FILE = "result.json"
-ERROR_FILE = "error.json"
-CHECKPOINTS_DIR = "checkpoints"
-ADAPTER_DIR = "adapter"
-LINEAGE_FILE = "lineage.json"
+__all__ = [
+    "ADAPTER_DIR", "AUTO_BATCH_SIZE", "AUTO_CHECKPOINT_MAX_STEPS", "AUTO_EPOCHS", "BASE_LEARNING_RATE",
+    "CHECKPOINTS_DIR", "ERROR_FILE", "EVENTS_FILE", "LINEAGE_FILE", "MAX_ERROR_MESSAGE_CHARS", "RESULT_FILE",
+    "SPEC_FILE", "Auto", "EventLog", "Hyperparameters", "JobDir", "JobError", "JobSpec", "preflight",
+    "read_events", "read_events_bytes", "write_json_atomic",
+]
+
 MAX_ERROR_MESSAGE_CHARS = 8_000
 
 
@@ -62,75 +73,6 @@ class JobError(SlipwayError):
 
     def as_openai(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message[:MAX_ERROR_MESSAGE_CHARS], "param": self.param}
-
-
-class Hyperparameters(BaseModel):
-    """How to train; OpenAI's three fields plus LoRA's. Every field has a default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    n_epochs: Annotated[int, Field(ge=1, le=100)] | Auto = Field(
-        "auto", description=f"Passes over the training rows; auto: {AUTO_EPOCHS}.")
-    batch_size: Annotated[int, Field(ge=1, le=1024)] | Auto = Field(
-        "auto", description=f"Rows per optimizer step; auto: {AUTO_BATCH_SIZE}, or fewer for a smaller dataset.")
-    learning_rate_multiplier: Annotated[float, Field(gt=0, le=100)] | Auto = Field(
-        "auto", description=f"Scales the base learning rate {BASE_LEARNING_RATE}; auto: 1.0.")
-    lora_rank: int = Field(8, ge=1, le=512, description="Rank r of each LoRA update matrix pair.")
-    lora_alpha: int = Field(16, ge=1, le=4096, description="LoRA scaling numerator: updates scale by alpha / r.")
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch's input.")
-    lora_target_modules: Literal["all-linear"] | list[str] = Field(
-        "all-linear", description='Module names to adapt (e.g. ["q_proj", "v_proj"]), or every linear layer '
-                                  "except the output head.")
-    checkpoint_every_steps: Annotated[int, Field(ge=1)] | Auto = Field(
-        "auto", description=f"Save a resumable checkpoint every N steps (and after the last); auto: once per "
-                            f"epoch, at least every {AUTO_CHECKPOINT_MAX_STEPS} steps.")
-    keep_checkpoints: int = Field(3, ge=1, le=1000, description="Newest checkpoints kept on disk; older ones "
-                                                                "are deleted.")
-    max_seq_len: int = Field(1024, ge=16, le=131_072, description="Tokens per row; longer rows are cut at the end.")
-    warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up before the linear decay.")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay on the LoRA weights.")
-    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradients are clipped to this global norm.")
-
-    def resolve(self, num_train_rows: int) -> Hyperparameters:
-        """A copy with every "auto" replaced by a number, for `num_train_rows` training rows."""
-        if num_train_rows < 1:
-            raise ValueError("cannot resolve hyperparameters for an empty training set")
-        batch_size = min(AUTO_BATCH_SIZE, num_train_rows) if self.batch_size == "auto" else self.batch_size
-        steps_per_epoch = math.ceil(num_train_rows / batch_size)
-        every = (min(steps_per_epoch, AUTO_CHECKPOINT_MAX_STEPS) if self.checkpoint_every_steps == "auto"
-                 else self.checkpoint_every_steps)
-        return self.model_copy(update={
-            "n_epochs": AUTO_EPOCHS if self.n_epochs == "auto" else self.n_epochs,
-            "batch_size": batch_size,
-            "learning_rate_multiplier": 1.0 if self.learning_rate_multiplier == "auto"
-            else self.learning_rate_multiplier,
-            "checkpoint_every_steps": every,
-        })
-
-
-class JobSpec(BaseModel):
-    """job.json: everything a job process needs to train one adapter."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = Field("job", min_length=1, max_length=100, description="The fine-tuning job's id (ftjob-...).")
-    base_model: str = Field(min_length=1, description="Folder of the Hugging Face causal LM to adapt "
-                                                      "(config.json, weights, tokenizer with a chat template).")
-    base_model_name: str | None = Field(None, description="The model's name as the job was asked for it; "
-                                                          "recorded in lineage.json.")
-    training_file: str = Field(min_length=1, description="OpenAI chat fine-tuning JSONL of the training rows.")
-    validation_file: str | None = Field(None, description="JSONL of held-out rows; their loss is measured at "
-                                                          "every checkpoint.")
-    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    seed: int = Field(0, ge=0, lt=2**31, description="Seeds LoRA's initial weights, dropout and the row order.")
-    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="Where to train; auto: cuda when present.")
-    num_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch; default: torch's.")
-    max_validation_rows: int = Field(256, ge=1, description="Validation loss uses at most this many rows, "
-                                                            "the first ones in the file.")
-
-    def resolved_path(self, job_dir: Path, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else job_dir / path
 
 
 @dataclass(frozen=True)
