@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Path prefixes served by the management API and by the dashboard; everything else is the
 # gateway's data plane.
 CONTROL_PREFIXES = ("/api/", "/internal/snapshot")
+# The process's one Prometheus page: the control plane's families and the in-process gateway's.
+CONTROL_PATHS = ("/metrics",)
 DASHBOARD_PREFIXES = ("/ui/",)
 DASHBOARD_PATHS = ("/", "/ui")
 
@@ -54,7 +56,7 @@ class RootApp:
             await self._lifespan(receive, send)
             return
         path = scope.get("path", "")
-        if path.startswith(CONTROL_PREFIXES):
+        if path.startswith(CONTROL_PREFIXES) or path in CONTROL_PATHS:
             await self.control(scope, receive, send)
         elif path.startswith(DASHBOARD_PREFIXES) or path in DASHBOARD_PATHS:
             await self.dashboard(scope, receive, send)
@@ -150,7 +152,8 @@ class Node:
         self.jobs = JobSupervisor(self.store, home, base_model_folder=base_model_folder,
                                   on_model_registered=self.plane.publish)
         learning = LearningServices(datasets=DatasetCatalog(self.store, home), wake_jobs=self.jobs.wake)
-        self.control = create_control_app(self.plane, session_lookup=self.sessions.principal, learning=learning)
+        self.control = create_control_app(self.plane, session_lookup=self.sessions.principal, learning=learning,
+                                          metrics_registries=[self.gateway.metrics_registry])
         self.dashboard = create_dashboard_app(self.plane, self.sessions)
         self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown, dashboard=self.dashboard)
         self._loop_task: asyncio.Task | None = None

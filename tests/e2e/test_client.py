@@ -50,3 +50,22 @@ def test_sdk_deploy_stream_promote_rollback(slipway_up, tmp_path, monkeypatch):
         client.predict("nope", {})
     with pytest.raises(AuthError):
         slipway.Client(slipway_up.url, api_key="sk-slw-not-a-key").models()
+
+
+def test_one_prometheus_page_carries_the_control_plane_and_the_gateway(slipway_up, monkeypatch):
+    """`slipway up` serves GET /metrics without a key: slipway_control_* and, after traffic, slipway_gateway_*."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.setenv("SLIPWAY_HOME", str(slipway_up.home))
+    client = slipway.Client(slipway_up.url)
+    client.wait_ready(client.deploy(EXAMPLES / "echo", promote=True)["id"])
+    assert client.predict("echo", {"text": "one"})["echo"] == {"text": "one"}
+
+    response = httpx.get(f"{slipway_up.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    samples = [s for family in text_string_to_metric_families(response.text) for s in family.samples]
+    names = {s.name for s in samples}
+    assert "slipway_control_reconcile_tick_duration_seconds_count" in names
+    answered = [s for s in samples if s.name == "slipway_gateway_requests_total" and s.labels["model"] == "echo"]
+    assert sum(s.value for s in answered if s.labels["status_class"] == "2xx") == 1
