@@ -6,7 +6,7 @@ in one place. Times are Unix seconds.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,26 @@ class AutoscalingPatch(_Request):
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude_none=True)
+
+
+class PricingPatch(_Request):
+    """Any subset of a deployment's prices, in one currency unit of your choice (e.g. US dollars).
+
+    A price given replaces the old one, null removes it, and the rest stay. The usage API prices
+    successful requests at the deployment's current prices (see `slipway.control.routes.usage`).
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    per_1k_prompt_tokens: float | None = Field(
+        None, ge=0, description="Per 1,000 input units: prompt tokens (LLMs, embeddings), inputs for custom models.")
+    per_1k_completion_tokens: float | None = Field(
+        None, ge=0, description="Per 1,000 output units: completion tokens (LLMs), outputs for custom models.")
+    per_request: float | None = Field(None, ge=0, description="Per successful request (status below 400).")
+    per_replica_hour: float | None = Field(None, ge=0, description="Per hour of one replica running.")
+
+    def changes(self) -> dict[str, float | None]:
+        return self.model_dump(exclude_unset=True)
 
 
 class PromoteRequest(_Request):
@@ -98,6 +118,40 @@ class DeploymentOut(BaseModel):
                    ready_replicas=ready_replicas, autoscaling=dict(row.spec.get("autoscaling") or {}),
                    resources=dict(row.spec.get("resources") or {}), package_sha256=row.package_sha256,
                    created_at=row.created_at, updated_at=row.updated_at)
+
+
+class TrafficOut(BaseModel):
+    """A deployment's last hour from the metric history (approximate: rates times bucket widths)."""
+
+    requests: int = Field(description="Requests in the last hour.")
+    errors: int = Field(description="Of those, answered with status >= 400.")
+    requests_per_bucket: list[float] = Field(
+        description="Requests in each 5-minute slice of the last hour, oldest first (12 values).")
+
+
+class DeploymentListItem(DeploymentOut):
+    environments: list[str] = Field(description="Environments this deployment serves now.")
+    pending_environments: list[str] = Field(description="Environments it takes over once it has a ready replica.")
+    traffic: TrafficOut
+
+
+class PricingOut(BaseModel):
+    object: str = "deployment.pricing"
+    deployment_id: str
+    model: str
+    number: int
+    pricing: dict[str, float] = Field(description="The prices set; a price not listed costs nothing.")
+
+
+class DeploymentErrorOut(BaseModel):
+    """A failed request of the deployment, or a replica that failed or crashed."""
+
+    at: float = Field(description="When: the request's arrival, or the replica's last change.")
+    source: Literal["request", "replica"]
+    status: str = Field(description="The HTTP status ('502') or the replica's state ('failed', 'crashed').")
+    request_id: str | None = Field(description="The request id (its X-Request-Id) for a request.")
+    replica_id: str | None = Field(description="The replica, for a replica error.")
+    message: str = Field(description="What went wrong, in a line.")
 
 
 class DeployedOut(DeploymentOut):
@@ -186,9 +240,24 @@ class WorkspaceOut(BaseModel):
         return cls(id=row.id, name=row.name, created_at=row.created_at, admin_key=admin_key)
 
 
+class ReplicaHoursOut(BaseModel):
+    """Replica time of one deployment over the usage range, and what it costs."""
+
+    model: str
+    deployment_id: str
+    number: int
+    replica_hours: float
+    per_replica_hour: float | None = Field(description="The deployment's price per replica-hour; null if none.")
+    cost: float | None = Field(description="replica_hours x per_replica_hour; null without that price.")
+
+
 class UsageOut(BaseModel):
     object: str = "list"
     group_by: list[str]
     start: float | None
     end: float | None
-    data: list[dict[str, Any]]
+    data: list[dict[str, Any]] = Field(
+        description="One row per group: the grouping fields, the totals, and `cost` (null where nothing is priced).")
+    replicas: list[ReplicaHoursOut] = Field(
+        default_factory=list, description="Replica time per deployment over the range (not split by key or day).")
+    total_cost: float | None = Field(None, description="Cost of the rows plus the replica time; null if unpriced.")

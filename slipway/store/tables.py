@@ -18,6 +18,9 @@ The learning loop (0002):
                 ├─ fine_tuning_jobs ─┬─ fine_tuning_events
                 │                    └─ fine_tuning_checkpoints
                 └─ eval_suites ── eval_runs ── eval_results
+
+Prices and errors (0003): `deployments.pricing`, the prices the usage API turns into cost, and
+an index for a deployment's recent failed requests in `usage`.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ deployments = Table(
     Column("desired_replicas", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # What the deployment's usage costs ({"per_request": 0.001, ...}); set by the operator through the
+    # API, not by the package, so it lives beside the spec rather than in it. Null: no prices.
+    Column("pricing", JSON, nullable=True),
     UniqueConstraint("model_id", "number"),
     Index(None, "status"),
 )
@@ -148,6 +154,8 @@ usage = Table(
     # every database instead of each one's own date functions.
     Column("day", Integer, nullable=False),
     Index(None, "workspace_id", "created_at"),
+    # A deployment's recent errors (status >= 500) without reading its successful requests (0003).
+    Index(None, "deployment_id", "status_code", "created_at"),
 )
 
 state_version = Table(

@@ -71,3 +71,32 @@ def test_upgrading_a_0001_database_keeps_its_rows_and_adds_the_learning_loop(dat
         assert {"traces", "fine_tuning_jobs", "eval_results"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_0002_database_keeps_deployments_without_prices(database_url, tmp_path):
+    from alembic import command
+
+    from slipway.store.migrate import alembic_config
+
+    engine = create_store_engine(database_url, tmp_path)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
+            connection.execute(sa.text("INSERT INTO models (id, workspace_id, name, created_at) "
+                                       "VALUES ('m-1', 'ws-1', 'echo', 1.0)"))
+            connection.execute(sa.text(
+                "INSERT INTO deployments (id, model_id, number, status, status_detail, spec, package_dir, "
+                "package_sha256, desired_replicas, created_at, updated_at) VALUES ('dep-1', 'm-1', 1, 'active', '', "
+                "'{}', '/p', 'ab', 1, 1.0, 1.0)"))
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            row = connection.execute(sa.text("SELECT id, pricing FROM deployments")).one()
+        assert tuple(row) == ("dep-1", None)
+        indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("usage")}
+        assert "ix_usage_deployment_id_status_code_created_at" in indexes
+    finally:
+        engine.dispose()

@@ -106,3 +106,27 @@ def test_another_workspace_session_sees_none_of_workspace_a(slipway_echo):
         assert browser_b.get("/api/v1/models/echo").status_code == 404
         assert browser_b.get(f"/api/v1/deployments/{deployment_id}").status_code == 404
         assert browser_b.get("/api/v1/usage?group_by=model,key").json()["data"] == []
+        assert browser_b.get("/api/v1/deployments").json()["data"] == []
+        for path in ("errors", "pricing", "logs", "replicas", "metrics"):
+            assert browser_b.get(f"/api/v1/deployments/{deployment_id}/{path}").status_code == 404, path
+        assert browser_b.patch(f"/api/v1/deployments/{deployment_id}/pricing",
+                               json={"per_request": 1}).status_code == 404
+        assert browser_b.patch(f"/api/v1/deployments/{deployment_id}/autoscaling",
+                               json={"max_replica": 5}).status_code == 404
+    # A key of workspace B (no session) is refused the same way.
+    with slipway_echo.http(workspace_b["admin_key"]["key"]) as key_b:
+        assert key_b.get("/api/v1/deployments").json()["data"] == []
+        assert key_b.get(f"/api/v1/deployments/{deployment_id}/errors").status_code == 404
+        assert key_b.get("/api/v1/usage").json() == {"object": "list", "group_by": ["model"], "start": None,
+                                                     "end": None, "data": [], "replicas": [], "total_cost": None}
+
+
+def test_signed_out_visitors_get_401_from_every_dashboard_read(slipway_echo):
+    with slipway_echo.http() as admin:
+        deployment_id = admin.get("/api/v1/models/echo").json()["deployments"][0]["id"]
+    for path in ("/api/v1/deployments", f"/api/v1/deployments/{deployment_id}",
+                 f"/api/v1/deployments/{deployment_id}/errors", f"/api/v1/deployments/{deployment_id}/pricing",
+                 f"/api/v1/deployments/{deployment_id}/logs", "/api/v1/usage", "/api/v1/keys"):
+        response = httpx.get(f"{slipway_echo.url}{path}", headers=DASHBOARD)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["type"] == "authentication_error"

@@ -1,26 +1,43 @@
-"""Deployments: upload a package, read one, its replicas and logs, scale, autoscaling, deactivate."""
+"""Deployments: upload a package, list and read them, replicas and logs, scale, autoscaling, prices,
+recent errors (routes.errors), deactivate.
+
+`GET /api/v1/deployments` is the dashboard's front page in one request: every deployment of the
+workspace with its ready replicas, the environments it serves and its last hour of traffic from
+the metric history, at a fixed number of queries however many deployments there are.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Sequence
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from slipway.control.auth import Principal
 from slipway.control.packages import PackageTooLargeError
 from slipway.control.plane import ControlPlane
+from slipway.control.routes import errors
 from slipway.control.routes.common import Caller
 from slipway.control.schemas import (
     AutoscalingPatch,
     DeployedOut,
+    DeploymentListItem,
     DeploymentOut,
     ListOf,
+    PricingOut,
+    PricingPatch,
     ReplicaLogs,
     ReplicaOut,
     ScaleRequest,
+    TrafficOut,
 )
-from slipway.errors import SpecError
+from slipway.errors import NotFoundError, SpecError
+from slipway.observe.history import SeriesPoint
 from slipway.store import DeploymentRow
+
+TRAFFIC_WINDOW_SECONDS = 3600.0
+TRAFFIC_SLICES = 12
 
 _PACKAGE_BODY = {
     "requestBody": {
@@ -52,6 +69,25 @@ def router(plane: ControlPlane) -> APIRouter:
                                          promote=promote)
         return DeployedOut(**DeploymentOut.from_row(result.deployment).model_dump(),
                            environment=result.environment.name)
+
+    @api.get("", response_model=ListOf[DeploymentListItem],
+             summary="Every deployment of the workspace, with environments and the last hour of traffic")
+    def list_deployments(caller: Principal = admin):
+        rows = plane.store.deployments.list_for_workspace(caller.workspace_id)
+        ids = [d.id for d in rows]
+        ready = plane.store.replicas.ready_counts(ids) if ids else {}
+        environments = plane.store.deployments.environments_of_workspace(caller.workspace_id)
+        now = time.time()
+        items = []
+        for deployment in rows:
+            served = environments.get(deployment.id, [])
+            points = plane.history.series(deployment.id, now - TRAFFIC_WINDOW_SECONDS, now)
+            items.append(DeploymentListItem(
+                **DeploymentOut.from_row(deployment, ready_replicas=ready.get(deployment.id, 0)).model_dump(),
+                environments=[name for name, pending in served if not pending],
+                pending_environments=[name for name, pending in served if pending],
+                traffic=traffic_summary(points, now)))
+        return ListOf[DeploymentListItem](data=items)
 
     @api.get("/{deployment_id}", response_model=DeploymentOut, summary="One deployment")
     def get_deployment(deployment_id: str, caller: Principal = admin) -> DeploymentOut:
@@ -88,7 +124,56 @@ def router(plane: ControlPlane) -> APIRouter:
             raise SpecError("nothing to change: give at least one autoscaling setting", code="invalid_request")
         return out(plane.set_autoscaling(caller.workspace_id, deployment_id, changes))
 
+    def pricing_out(deployment: DeploymentRow) -> PricingOut:
+        prices = plane.store.deployments.pricing([deployment.id]).get(deployment.id, {})
+        return PricingOut(deployment_id=deployment.id, model=deployment.model_name, number=deployment.number,
+                          pricing=prices)
+
+    @api.get("/{deployment_id}/pricing", response_model=PricingOut, summary="The deployment's prices")
+    def get_pricing(deployment_id: str, caller: Principal = admin) -> PricingOut:
+        return pricing_out(plane.get_deployment(caller.workspace_id, deployment_id))
+
+    @api.patch("/{deployment_id}/pricing", response_model=PricingOut,
+               summary="Set or remove prices (null removes one); GET /api/v1/usage turns them into cost")
+    def patch_pricing(deployment_id: str, body: PricingPatch, caller: Principal = admin) -> PricingOut:
+        changes = body.changes()
+        if not changes:
+            raise SpecError('nothing to change: give at least one price, e.g. {"per_request": 0.001}; '
+                            "null removes a price", code="invalid_request")
+        with plane.store.transaction() as tx:
+            deployment = tx.deployments.get(deployment_id, workspace_id=caller.workspace_id)
+            if deployment is None:
+                raise NotFoundError(f"deployment {deployment_id!r} not found; `slipway ls` lists your deployments")
+            prices = {**tx.deployments.pricing([deployment.id]).get(deployment.id, {}), **changes}
+            prices = {name: value for name, value in prices.items() if value is not None}
+            tx.deployments.set_pricing(deployment.id, prices, time.time())
+        return pricing_out(deployment)
+
+    api.include_router(errors.router(plane))
     return api
+
+
+def traffic_summary(points: Sequence[SeriesPoint], now: float, *, window: float = TRAFFIC_WINDOW_SECONDS,
+                    slices: int = TRAFFIC_SLICES) -> TrafficOut:
+    """Requests and errors over the last `window` seconds, and per slice of it, from history points.
+
+    A point holds a rate over its bucket, so its requests are taken as rate x bucket width; a
+    bucket the control plane sampled only partly (it was starting) is counted as if whole.
+    """
+    start = now - window
+    width = window / slices
+    per_slice = [0.0] * slices
+    requests = errors = 0.0
+    for point in points:
+        if point.t + point.step <= start:
+            continue
+        count = point.requests_per_second * point.step
+        requests += count
+        errors += count * (point.error_rate or 0.0)
+        index = min(max(int((point.t - start) // width), 0), slices - 1)
+        per_slice[index] += count
+    return TrafficOut(requests=round(requests), errors=round(errors),
+                      requests_per_bucket=[round(c, 2) for c in per_slice])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -2,17 +2,20 @@
 
 Status moves deploying -> active (a replica is ready) or failed (load() raised); a deployment
 nobody needs any more becomes inactive. `desired_replicas` is what the control loop runs.
+
+Prices (`pricing`, a small JSON object or null) are read and written on their own, by the
+management API only: the control loop never needs them, so `DeploymentRow` leaves them out.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, null, or_, select, update
 
 from slipway.store.repositories.base import Repository, new_id
 from slipway.store.rows import DEPLOYMENT_STATUSES, RUNNING_STATUSES, DeploymentRow
-from slipway.store.tables import deployments, models
+from slipway.store.tables import deployments, environments, models
 
 _DEPLOYMENT_ID_BYTES = 4  # 'dep-' + 8 hex characters
 
@@ -81,6 +84,51 @@ class DeploymentRepository(Repository):
         with self._scope() as conn:
             rows = conn.execute(query).all()
         return [_row(r) for r in rows]
+
+    def list_for_workspace(self, workspace_id: str) -> list[DeploymentRow]:
+        """Every deployment of the workspace, by model name then number."""
+        with self._scope() as conn:
+            rows = conn.execute(_select().where(models.c.workspace_id == workspace_id)
+                                .order_by(models.c.name, deployments.c.number)).all()
+        return [_row(r) for r in rows]
+
+    def environments_of_workspace(self, workspace_id: str) -> dict[str, list[tuple[str, bool]]]:
+        """deployment id -> [(environment name, pending)] for each environment served by (pending False)
+        or waiting for (pending True) that deployment, in the environments' creation order."""
+        query = (select(environments.c.name, environments.c.deployment_id, environments.c.pending_deployment_id)
+                 .join(models, models.c.id == environments.c.model_id)
+                 .where(models.c.workspace_id == workspace_id,
+                        or_(environments.c.deployment_id.is_not(None),
+                            environments.c.pending_deployment_id.is_not(None)))
+                 .order_by(environments.c.id))
+        with self._scope() as conn:
+            rows = conn.execute(query).all()
+        found: dict[str, list[tuple[str, bool]]] = {}
+        for name, serving, pending in rows:
+            if serving:
+                found.setdefault(serving, []).append((name, False))
+            if pending:
+                found.setdefault(pending, []).append((name, True))
+        return found
+
+    def pricing(self, deployment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """deployment id -> its prices; deployments without prices are left out."""
+        if not deployment_ids:
+            return {}
+        with self._scope() as conn:
+            rows = conn.execute(select(deployments.c.id, deployments.c.pricing).where(
+                deployments.c.id.in_(list(deployment_ids)), deployments.c.pricing.is_not(None))).all()
+        return {deployment_id: dict(prices) for deployment_id, prices in rows if prices}
+
+    def set_pricing(self, deployment_id: str, pricing: dict[str, Any] | None, now: float) -> bool:
+        """Replace the deployment's prices (None or {} removes them); False if there is no such deployment.
+
+        No prices is SQL NULL, not JSON null, so "has prices" is a plain IS NOT NULL.
+        """
+        with self._scope() as conn:
+            result = conn.execute(update(deployments).where(deployments.c.id == deployment_id)
+                                  .values(pricing=pricing or null(), updated_at=now))
+        return result.rowcount > 0
 
     def list_running(self) -> list[DeploymentRow]:
         """Deployments whose replicas should be running (deploying or active)."""

@@ -102,6 +102,15 @@ class ReplicaRepository(Repository):
             rows = conn.execute(query.order_by(replicas.c.started_at.desc(), replicas.c.id)).all()
         return [_row(r) for r in rows]
 
+    def list_for_deployments(self, deployment_ids: Sequence[str]) -> list[ReplicaRow]:
+        """Every replica row (stopped ones too) of the given deployments, by deployment then start."""
+        if not deployment_ids:
+            return []
+        with self._scope() as conn:
+            rows = conn.execute(select(replicas).where(replicas.c.deployment_id.in_(list(deployment_ids)))
+                                .order_by(replicas.c.deployment_id, replicas.c.started_at, replicas.c.id)).all()
+        return [_row(r) for r in rows]
+
     def ready_counts(self, deployment_ids: Sequence[str]) -> dict[str, int]:
         """Ready replicas per deployment (deployments with none are left out)."""
         with self._scope() as conn:

@@ -103,3 +103,51 @@ def test_deactivate_stops_and_scale_brings_back(api):
 def test_unknown_deployment_is_404(api):
     response = api.get("/api/v1/deployments/dep-00000000")
     assert response.status_code == 404 and "dep-00000000" in response.json()["error"]["message"]
+
+
+def test_pricing_patch_merges_removes_with_null_and_is_validated(api):
+    deployment_id = api.deploy().json()["id"]
+    base = f"/api/v1/deployments/{deployment_id}/pricing"
+    assert api.get(base).json() == {"object": "deployment.pricing", "deployment_id": deployment_id, "model": "echo",
+                                    "number": 1, "pricing": {}}
+    api.patch(base, json={"per_request": 0.002, "per_replica_hour": 1.5})
+    body = api.patch(base, json={"per_1k_prompt_tokens": 0.1, "per_replica_hour": None}).json()
+    assert body["pricing"] == {"per_request": 0.002, "per_1k_prompt_tokens": 0.1}
+    assert api.get(base).json()["pricing"] == body["pricing"]
+    negative = api.patch(base, json={"per_request": -1})
+    assert negative.status_code == 400 and "per_request" in negative.json()["error"]["message"]
+    assert "greater than or equal to 0" in negative.json()["error"]["message"]
+    unknown = api.patch(base, json={"per_token": 1})
+    assert unknown.status_code == 400 and "per_token" in unknown.json()["error"]["message"]
+    empty = api.patch(base, json={})
+    assert empty.status_code == 400 and "give at least one price" in empty.json()["error"]["message"]
+    assert api.patch("/api/v1/deployments/dep-00000000/pricing", json={"per_request": 1}).status_code == 404
+
+
+async def test_list_is_every_deployment_with_environments_and_last_hour_of_traffic(api):
+    import time
+
+    from slipway.observe.history import MetricSample
+
+    first = api.deploy(promote="true").json()["id"]
+    second = api.deploy().json()["id"]
+    await api.plane.tick(1.0)
+    await api.plane.tick(2.0)
+    now = time.time()
+    # From 12.5 minutes ago: 60 s at 2 requests/s, a quarter of them errors, sampled every 5 s.
+    for i in range(12):
+        api.plane.history.record(first, MetricSample(seconds=5, requests=10, errors=2.5, replicas_ready=1),
+                                 now - 750 + 5 * i)
+    body = api.get("/api/v1/deployments").json()
+    by_id = {d["id"]: d for d in body["data"]}
+    assert list(by_id) == [first, second]
+    assert by_id[first]["environments"] == ["production"] and by_id[first]["pending_environments"] == []
+    assert by_id[second]["environments"] == ["development"]
+    assert by_id[first]["ready_replicas"] == 1 and by_id[first]["model"] == "echo"
+    traffic = by_id[first]["traffic"]
+    assert (traffic["requests"], traffic["errors"]) == (120, 30)
+    assert len(traffic["requests_per_bucket"]) == 12 and sum(traffic["requests_per_bucket"]) == 120
+    assert traffic["requests_per_bucket"][9] == 120  # 47.5 minutes into the hour: the 10th 5-minute slice
+    assert by_id[second]["traffic"] == {"requests": 0, "errors": 0, "requests_per_bucket": [0.0] * 12}
+    other = api.post("/api/v1/workspaces", json={"name": "other"}).json()["admin_key"]["key"]
+    assert api.get("/api/v1/deployments", key=other).json()["data"] == []

@@ -45,3 +45,42 @@ def test_list_running_is_deploying_and_active_only(store, make_deployment):
     make_deployment(status="failed")
     make_deployment(status="inactive")
     assert {d.id for d in store.deployments.list_running()} == running
+
+
+def test_list_for_workspace_is_by_model_then_number_and_hides_other_workspaces(store, workspace, model,
+                                                                                make_deployment):
+    alpha = store.models.ensure(workspace.id, "alpha", 1.0)
+    first, second = make_deployment(), make_deployment()
+    third = make_deployment(model_id=alpha.id)
+    other_workspace = store.workspaces.create("team-b", 1.0)
+    make_deployment(model_id=store.models.ensure(other_workspace.id, "hidden", 1.0).id)
+    assert [d.id for d in store.deployments.list_for_workspace(workspace.id)] == [third.id, first.id, second.id]
+    assert store.deployments.list_for_workspace("ws-nobody") == []
+
+
+def test_environments_of_workspace_names_serving_and_pending(store, workspace, model, make_deployment):
+    serving, waiting = make_deployment(), make_deployment()
+    production = store.environments.ensure(model.id, "production", 1.0)
+    development = store.environments.ensure(model.id, "development", 1.0)
+    store.environments.ensure(model.id, "staging", 1.0)  # points at nothing: left out
+    store.environments.set_serving(production.id, serving.id, 2.0)
+    store.environments.set_pending(production.id, waiting.id, 3.0)
+    store.environments.set_serving(development.id, waiting.id, 3.0)
+    assert store.deployments.environments_of_workspace(workspace.id) == {
+        serving.id: [("production", False)], waiting.id: [("production", True), ("development", False)]}
+    assert store.deployments.environments_of_workspace("ws-nobody") == {}
+
+
+def test_pricing_is_set_replaced_and_removed_as_sql_null(store, make_deployment):
+    priced, plain = make_deployment(), make_deployment()
+    assert store.deployments.pricing([priced.id, plain.id]) == {}
+    assert store.deployments.set_pricing(priced.id, {"per_request": 0.5, "per_1k_prompt_tokens": 0.01}, 30.0)
+    assert store.deployments.pricing([priced.id, plain.id]) == {
+        priced.id: {"per_request": 0.5, "per_1k_prompt_tokens": 0.01}}
+    assert store.deployments.get(priced.id).updated_at == 30.0
+    store.deployments.set_pricing(priced.id, None, 31.0)
+    assert store.deployments.pricing([priced.id]) == {}
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM deployments WHERE pricing IS NULL")).scalar() == 2
+    assert store.deployments.set_pricing("dep-missing", {"per_request": 1.0}, 32.0) is False
+    assert store.deployments.pricing([]) == {}

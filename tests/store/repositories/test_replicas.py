@@ -60,3 +60,20 @@ def test_gone_replicas_are_pruned_to_the_newest(store, make_deployment):
     store.replicas.sync([], now=1000.0)
     kept = store.replicas.list(deployment.id, include_stopped=True)
     assert len(kept) == GONE_REPLICAS_KEPT
+
+
+def test_list_for_deployments_holds_every_state_of_the_given_deployments(store, make_deployment):
+    first, second, other = make_deployment(), make_deployment(), make_deployment()
+    store.replicas.sync([
+        _obs("r-a", first.id, ReplicaState.READY, started_at=2.0),
+        _obs("r-b", first.id, ReplicaState.FAILED, started_at=1.0, detail="boom"),
+        _obs("r-c", second.id, ReplicaState.READY, started_at=3.0),
+        _obs("r-d", other.id, ReplicaState.READY, started_at=3.0),
+    ], now=4.0)
+    store.replicas.sync([_obs("r-b", first.id, ReplicaState.FAILED, started_at=1.0, detail="boom"),
+                         _obs("r-d", other.id, ReplicaState.READY, started_at=3.0)], now=5.0)
+    rows = store.replicas.list_for_deployments([first.id, second.id])
+    expected = sorted([(first.id, "r-b", "failed"), (first.id, "r-a", "stopped"), (second.id, "r-c", "stopped")])
+    assert sorted((r.deployment_id, r.id, r.state) for r in rows) == expected
+    assert [r.id for r in rows if r.deployment_id == first.id] == ["r-b", "r-a"]  # by start
+    assert store.replicas.list_for_deployments([]) == []

@@ -1,5 +1,7 @@
 // The dashboard's shell: sign-in, the hash router (#/models, #/deployments/<id>, #/usage,
 // #/keys) and the refresh loop that re-reads the current page's data every few seconds.
+// When a page first shows its data, a performance mark "slipway:rendered:<page>" says so (the
+// browser tests read it to time the pages).
 
 import { api, session, whenSignedOut } from "./api.js";
 import { errorBox, fill, h } from "./dom.js";
@@ -9,16 +11,17 @@ import * as models from "./pages/models.js";
 import * as usage from "./pages/usage.js";
 
 const REFRESH_MS = 3000;
+// [hash pattern, page module, page name, the navigation link it lights]
 const ROUTES = [
-  [/^#\/models$/, models, "models"],
-  [/^#\/deployments\/([\w-]+)$/, deployment, "models"],
-  [/^#\/usage$/, usage, "usage"],
-  [/^#\/keys$/, keys, "keys"],
+  [/^#\/models$/, models, "models", "models"],
+  [/^#\/deployments\/([\w-]+)$/, deployment, "deployment", "models"],
+  [/^#\/usage$/, usage, "usage", "usage"],
+  [/^#\/keys$/, keys, "keys", "keys"],
 ];
 
 const main = document.getElementById("main");
 const topbar = document.getElementById("topbar");
-let current = null; // {page, timer, busy}
+let current = null; // {page, name, status, timer, busy, rendered}
 let principal = null;
 
 function stopPage() {
@@ -32,6 +35,10 @@ async function refresh(state) {
   try {
     await state.page.refresh();
     state.status.replaceChildren();
+    if (!state.rendered && state === current) {
+      state.rendered = true;
+      performance.mark(`slipway:rendered:${state.name}`);
+    }
   } catch (error) {
     if (state === current) fill(state.status, errorBox(error));
   } finally {
@@ -41,7 +48,7 @@ async function refresh(state) {
 
 function route() {
   if (!principal) return;
-  const [pattern, module, nav] = ROUTES.find(([re]) => re.test(location.hash)) || [];
+  const [pattern, module, name, nav] = ROUTES.find(([re]) => re.test(location.hash)) || [];
   if (!module) {
     location.replace("#/models");
     return;
@@ -54,7 +61,7 @@ function route() {
   for (const link of topbar.querySelectorAll("[data-page]")) {
     link.classList.toggle("active", link.dataset.page === nav);
   }
-  const state = { page: module.mount(body, params, { principal }), status, busy: false };
+  const state = { page: module.mount(body, params, { principal }), name, status, busy: false, rendered: false };
   current = state;
   state.timer = setInterval(() => refresh(state), REFRESH_MS);
   refresh(state);

@@ -6,6 +6,8 @@
 // Values may be null (nothing measured): the line breaks there. `steps[i]` is the width in
 // seconds of point i's bucket; two points further apart than twice that are not joined. A point
 // before `start` is left out. `style` "dashed" draws the line dashed (e.g. a target under a value).
+//
+//   sparkline(values, { width, height, label })   tiny bars for a table cell, no axes
 
 const SVG = "http://www.w3.org/2000/svg";
 const HEIGHT = 150;
@@ -91,4 +93,18 @@ export function latest(points) {
     if (points[i][1] !== null && points[i][1] !== undefined) return points[i][1];
   }
   return null;
+}
+
+/** A small bar chart of `values` (e.g. requests per 5 minutes), oldest first, for tables. */
+export function sparkline(values, { width = 96, height = 22, label = "" } = {}) {
+  const top = Math.max(0, ...values);
+  const chart = svg("svg", { class: "sparkline", width, height, viewBox: `0 0 ${width} ${height}`,
+    role: "img", "aria-label": label });
+  const slot = width / Math.max(values.length, 1);
+  values.forEach((value, i) => {
+    const barHeight = top > 0 ? Math.max((value / top) * (height - 2), value > 0 ? 1.5 : 0) : 0;
+    chart.append(svg("rect", { class: value > 0 ? "bar" : "bar idle", x: (i * slot + 1).toFixed(1),
+      y: (height - 1 - barHeight).toFixed(1), width: Math.max(slot - 2, 1).toFixed(1), height: Math.max(barHeight, 1) }));
+  });
+  return chart;
 }

@@ -57,6 +57,7 @@ function requestCommand(deployment) {
 }
 
 function noTraffic(deployment) {
+  if (deployment.status === "failed") return notSampled(deployment, "");
   return [h("p", {}, "No traffic yet. Send a request with an invoke key (see API keys):"),
     h("pre", {}, h("code", {}, requestCommand(deployment)))];
 }

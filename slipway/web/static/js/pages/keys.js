@@ -1,4 +1,5 @@
-// API keys: list, create (the secret is shown once), revoke (with a second click to confirm).
+// API keys: list, create and revoke, each confirmed first. A new key's secret is shown once, until
+// the visitor says it is copied or leaves the page; the server never shows it again.
 
 import { api } from "../api.js";
 import { ago, errorBox, fill, h, table } from "../dom.js";
@@ -7,7 +8,7 @@ const SCOPES = ["admin", "invoke", "metrics"];
 
 export function mount(root, _params, { principal }) {
   const list = h("div", {});
-  const created = h("div", { class: "status" });
+  const created = h("div", { class: "status", id: "key-created" });
   const name = h("input", { id: "key-name", name: "name", maxlength: 200, placeholder: "e.g. staging app" });
   const scopeBoxes = SCOPES.map((scope) => h("input", { type: "checkbox", name: "scope", value: scope,
     id: `scope-${scope}`, checked: scope === "invoke" }));
@@ -16,7 +17,7 @@ export function mount(root, _params, { principal }) {
     h("div", {}, h("label", { for: "key-name" }, "Name"), name),
     h("fieldset", {}, h("legend", {}, "Scopes"),
       scopeBoxes.map((box) => h("label", { class: "check", for: box.id }, box, box.value))),
-    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create key")),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create key…")),
     h("div", { class: "span-all" }, created));
   // Armed revoke buttons survive the periodic re-render, so the confirming click still counts.
   const page = {
@@ -35,20 +36,43 @@ export function mount(root, _params, { principal }) {
       fill(list, table(["Name", "Key", "Scopes", "Created", "State", ""], rows));
     },
   };
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const scopes = scopeBoxes.filter((b) => b.checked).map((b) => b.value);
+
+  async function create(request) {
     try {
-      const key = await api("/api/v1/keys", { method: "POST", body: { name: name.value, scopes } });
+      const key = await api("/api/v1/keys", { method: "POST", body: request });
       name.value = "";
+      const done = h("button", { type: "button", class: "small", id: "secret-copied" }, "I have copied it");
+      done.addEventListener("click", () => created.replaceChildren());
       fill(created, h("div", { class: "secret", role: "status" },
         h("p", {}, h("strong", {}, `Key “${key.name || key.prefix}” created.`), " Copy it now: it is not shown again."),
-        h("code", { id: "new-secret" }, key.key)));
+        h("code", { id: "new-secret" }, key.key), done));
       await page.refresh();
     } catch (error) {
       fill(created, errorBox(error));
     }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const request = { name: name.value.trim(), scopes: scopeBoxes.filter((b) => b.checked).map((b) => b.value) };
+    if (!request.scopes.length) {
+      fill(created, errorBox({ message: "Pick at least one scope: invoke calls models, admin manages this workspace, metrics reads usage." }));
+      return;
+    }
+    const confirm = h("button", { type: "button", id: "confirm-create" }, "Create it");
+    const cancel = h("button", { type: "button", class: "plain" }, "Cancel");
+    confirm.addEventListener("click", () => {
+      confirm.disabled = cancel.disabled = true;
+      create(request);
+    });
+    cancel.addEventListener("click", () => created.replaceChildren());
+    const powers = request.scopes.includes("admin") ? " An admin key can manage everything in this workspace, keys included." : "";
+    fill(created, h("div", { class: "confirm", role: "alertdialog", "aria-label": "Confirm the new key" },
+      h("p", {}, `Create a key${request.name ? ` named “${request.name}”` : ""} with scopes ${request.scopes.join(", ")}?${powers}`),
+      h("div", { class: "buttons" }, confirm, cancel)));
+    confirm.focus();
   });
+
   fill(root, h("div", { class: "page-head" }, h("h1", {}, "API keys")), form,
     h("section", { class: "card" }, h("h2", {}, "Keys"), list));
   return page;
