@@ -68,7 +68,6 @@ def test_port_file_is_written_whole(tmp_path):
 
 def test_listens_at_once_and_is_ready_only_after_load(tmp_path, start_replica):
     replica = start_replica(slow_package(tmp_path, load_seconds=1.5))
-    started = time.monotonic()
     replica.wait_port()
     with replica.client() as http:
         assert http.get("/health/live").status_code == 200
@@ -77,8 +76,8 @@ def test_listens_at_once_and_is_ready_only_after_load(tmp_path, start_replica):
         refused = http.post("/predict", json={})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "loading"
+        # Still loading while it answers: the port file came before the load, not after it.
         assert http.get("/stats").json()["state"] == "loading"
-        assert time.monotonic() - started < 1.5, "the port file came only after the load"
         replica.wait_ready()
         assert http.post("/predict", json={}).json() == {"slept": 0}
 
