@@ -123,12 +123,17 @@ class Node:
     """The wired-up objects of one `slipway up`, with its start-up and shutdown steps."""
 
     def __init__(self, home: Path, *, database_url: str | None = None) -> None:
+        import httpx
+
         from slipway.backends.local import LocalBackend
         from slipway.control.api import create_control_app
         from slipway.control.autoscaler import Autoscaler, InProcessLoadSource
+        from slipway.control.evaluation import EvalKeys, EvalServices
         from slipway.control.jobs import JobSupervisor
         from slipway.control.learning import LearningServices
         from slipway.control.plane import ControlPlane
+        from slipway.evals.catalog import SuiteCatalog
+        from slipway.evals.runner import EvalWorker
         from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
         from slipway.store import Store
         from slipway.train.catalog import DatasetCatalog
@@ -152,12 +157,18 @@ class Node:
         self.jobs = JobSupervisor(self.store, home, base_model_folder=base_model_folder,
                                   on_model_registered=self.plane.publish)
         learning = LearningServices(datasets=DatasetCatalog(self.store, home), wake_jobs=self.jobs.wake)
+        # Eval runs ask their targets through this process's gateway, in process (no port needed).
+        self.evals = EvalWorker(self.store, home, gateway_url="http://slipway.internal", key_for=EvalKeys(self.plane),
+                                transport=httpx.ASGITransport(app=self.gateway))
+        evals_services = EvalServices(suites=SuiteCatalog(self.store, home), wake_runs=self.evals.wake)
         self.control = create_control_app(self.plane, session_lookup=self.sessions.principal, learning=learning,
+                                          evals_services=evals_services,
                                           metrics_registries=[self.gateway.metrics_registry])
         self.dashboard = create_dashboard_app(self.plane, self.sessions)
         self.app = RootApp(self.control, self.gateway, self.startup, self.shutdown, dashboard=self.dashboard)
         self._loop_task: asyncio.Task | None = None
         self._jobs_task: asyncio.Task | None = None
+        self._evals_task: asyncio.Task | None = None
         self._hook_tasks: list[asyncio.Task] = []
         self.after_startup: list = []
 
@@ -166,11 +177,12 @@ class Node:
         await self.gateway.startup()
         self._loop_task = asyncio.create_task(self.plane.run_forever(), name="slipway-control-loop")
         self._jobs_task = asyncio.create_task(self.jobs.run_forever(), name="slipway-fine-tuning-jobs")
+        self._evals_task = asyncio.create_task(self.evals.run_forever(), name="slipway-eval-runs")
         # Kept referenced: the event loop holds only weak references to tasks.
         self._hook_tasks = [asyncio.create_task(hook()) for hook in self.after_startup]
 
     async def shutdown(self) -> None:
-        tasks = [self._loop_task, self._jobs_task, *self._hook_tasks]
+        tasks = [self._loop_task, self._jobs_task, self._evals_task, *self._hook_tasks]
         for task in tasks:
             if task is not None:
                 task.cancel()

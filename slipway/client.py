@@ -274,3 +274,64 @@ class Client:
                 response.read()
                 _raise_for(response)
             yield from response.iter_text()
+
+    # Evals ---------------------------------------------------------------------------------
+    def create_eval_suite(self, items: str | Path | list[dict], *, name: str, graders: list[dict],
+                          description: str = "", sampling: dict[str, Any] | None = None) -> dict:
+        """Upload a suite: items as a JSONL path, JSONL text or a list; every bad line is reported by number."""
+        if isinstance(items, Path) or (isinstance(items, str) and "\n" not in items and items.endswith(".jsonl")):
+            path = Path(items)
+            if not path.is_file():
+                raise SpecError(f"{path} is not a file; pass a JSONL file with one eval item per line")
+            items = path.read_text(encoding="utf-8")
+        body = {"name": name, "description": description, "items": items, "graders": graders, "sampling": sampling}
+        return self._request("POST", "/api/v1/evals/suites", json=body)
+
+    def eval_suites(self, *, limit: int = 100) -> list[dict]:
+        return self._request("GET", "/api/v1/evals/suites", params={"limit": limit})["data"]
+
+    def eval_suite(self, ref: str) -> dict:
+        return self._request("GET", f"/api/v1/evals/suites/{ref}")
+
+    def create_eval_run(self, suite: str, target: str) -> dict:
+        """Queue a run; target: model, model@env, a fine-tuned model, a deployment id or model#N."""
+        return self._request("POST", "/api/v1/evals/runs", json={"suite": suite, "target": target})
+
+    def eval_runs(self, *, suite: str | None = None, limit: int = 20) -> list[dict]:
+        params = {k: v for k, v in {"suite": suite, "limit": limit}.items() if v is not None}
+        return self._request("GET", "/api/v1/evals/runs", params=params)["data"]
+
+    def eval_run(self, run_id: str) -> dict:
+        return self._request("GET", f"/api/v1/evals/runs/{run_id}")
+
+    def eval_results(self, run_id: str, *, after: int = -1, limit: int = 100, failed_only: bool = False) -> dict:
+        """A page of per-item results ({"data", "has_more"}) in item order."""
+        return self._request("GET", f"/api/v1/evals/runs/{run_id}/results",
+                             params={"after": after, "limit": limit, "failed_only": str(failed_only).lower()})
+
+    def wait_eval_run(self, run_id: str, *, timeout: float = 3600.0, interval: float = 0.5,
+                      on_progress: Any = None) -> dict:
+        """Poll until the run has finished; `on_progress(run)` sees each poll. Raises if it failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.eval_run(run_id)
+            if on_progress is not None:
+                on_progress(run)
+            if run["status"] == "succeeded":
+                return run
+            if run["status"] in ("failed", "cancelled"):
+                reason = (run.get("error") or {}).get("message", "no detail")
+                raise SlipwayError(f"eval run {run_id} on {run['target']} {run['status']}: {reason}")
+            if time.monotonic() > deadline:
+                raise SlipwayError(f"eval run {run_id} not finished after {timeout:.0f}s; "
+                                   f"`slipway evals ls` shows its status")
+            time.sleep(interval)
+
+    def eval_gate(self, model: str, *, suite: str, min_score: float, candidate_run: str,
+                  deployment_id: str | None = None, number: int | None = None, no_regression: bool = False,
+                  baseline_run: str | None = None, environment: str = "production") -> dict:
+        """Promote the candidate only if its run passes the gate; ConflictError (gate_failed) otherwise."""
+        body = {"model": model, "deployment_id": deployment_id, "number": number, "environment": environment,
+                "suite": suite, "min_score": min_score, "no_regression": no_regression,
+                "candidate_run": candidate_run, "baseline_run": baseline_run}
+        return self._request("POST", "/api/v1/evals/gates", json={k: v for k, v in body.items() if v is not None})

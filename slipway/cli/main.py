@@ -29,6 +29,10 @@ jobs_app = typer.Typer(no_args_is_help=True, help="List, follow and cancel fine-
 app.add_typer(jobs_app, name="jobs")
 datasets_app = typer.Typer(no_args_is_help=True, help="Upload, list and delete fine-tuning datasets.")
 app.add_typer(datasets_app, name="datasets")
+evals_app = typer.Typer(no_args_is_help=True, help="Eval suites and runs against deployed models.")
+app.add_typer(evals_app, name="evals")
+suites_app = typer.Typer(no_args_is_help=True, help="Upload and list eval suites.")
+evals_app.add_typer(suites_app, name="suites")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -207,9 +211,15 @@ def promote(
     model: str = typer.Argument(..., help="Model name."),
     deployment: str = typer.Option(..., "--deployment", help="Deployment id or number to promote."),
     env: str = typer.Option("production", "--env", help="Environment to promote into."),
+    gate: Optional[str] = typer.Option(None, "--gate", help="SUITE:MIN[,no-regression]: run the suite on the "
+                                       "candidate and the current deployment; promote only if the candidate's "
+                                       "mean >= MIN (and >= the current one's)."),
 ) -> None:
     """Point an environment (production by default) at a deployment."""
     client = _client()
+    if gate is not None:
+        _gated_promote(client, model, deployment, env, gate)
+        return
     if deployment.isdigit():
         result = client.promote(model, number=int(deployment), environment=env)
     else:
@@ -469,6 +479,148 @@ def datasets_remove(dataset_id: str = typer.Argument(..., help="Dataset id (ds-.
     """Delete a dataset and its files."""
     _client().delete_dataset(dataset_id)
     console.print(f"[green]Deleted[/] {dataset_id}")
+
+
+# Evals --------------------------------------------------------------------------------------
+
+def _grader_option(text: str) -> dict[str, Any]:
+    """A --grader value: a type name (exact, includes, ...) or a JSON object like '{"type": "regex", ...}'."""
+    text = text.strip()
+    if text.startswith(("{", "[")):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SlipwayError(f"--grader {text!r} is not valid JSON ({exc.msg} at position {exc.pos})")
+        if not isinstance(value, dict):
+            raise SlipwayError(f"--grader {text!r} must be a JSON object like '{{\"type\": \"exact\"}}'")
+        return value
+    return {"type": text}
+
+
+def _wait_runs(client, runs: dict[str, dict]) -> dict[str, dict]:
+    """Follow runs (label -> run) with a Rich progress bar each; their finished rows by label."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    finished: dict[str, dict] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        bars = {label: progress.add_task(f"{label} ({run['target']})", total=None) for label, run in runs.items()}
+        while len(finished) < len(runs):
+            for label, run in runs.items():
+                if label in finished:
+                    continue
+                current = client.eval_run(run["id"])
+                summary = current.get("summary") or {}
+                total = summary.get("num_items")
+                done = summary.get("completed", summary.get("num_items", 0) if current["status"] == "succeeded" else 0)
+                progress.update(bars[label], total=total, completed=done)
+                if current["status"] == "succeeded":
+                    finished[label] = current
+                elif current["status"] in ("failed", "cancelled"):
+                    reason = (current.get("error") or {}).get("message", "no detail")
+                    raise SlipwayError(f"eval run {run['id']} on {run['target']} {current['status']}: {reason}")
+            time.sleep(0.3)
+    return finished
+
+
+def _interval(values: Any) -> str:
+    return f"[{values[0]:.3f}, {values[1]:.3f}]" if values else ""
+
+
+def _summary_table(rows: dict[str, dict]) -> Table:
+    table = Table("run", "target", "mean score", "95% CI (t)", "pass rate", "95% CI (Wilson)", "items", "errors")
+    for label, run in rows.items():
+        s = run.get("summary") or {}
+        table.add_row(f"{label} {run['id']}", run["target"], f"{s.get('mean_score', 0):.4f}",
+                      _interval(s.get("mean_score_ci")), f"{s.get('pass_rate', 0):.4f}",
+                      _interval(s.get("pass_rate_ci")),
+                      str(s.get("num_items", "")), str(s.get("num_errors", "")))
+    return table
+
+
+@suites_app.command("create")
+def evals_suites_create(
+    path: Path = typer.Argument(..., help="JSONL file: one item per line, {\"input\" or \"messages\", \"ideal\"}."),
+    name: str = typer.Option(..., "--name", help="Suite name, unique in the workspace."),
+    grader: list[str] = typer.Option(..., "--grader", help="exact | includes | ... or a JSON grader config "
+                                     "(repeatable), e.g. '{\"type\": \"regex\", \"pattern\": \"\\\\d+\"}'."),
+    description: str = typer.Option("", help="What the suite checks."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature of runs."),
+    max_tokens: Optional[int] = typer.Option(None, help="Most tokens per answer."),
+    concurrency: int = typer.Option(4, help="Items in flight at once during a run."),
+) -> None:
+    """Upload an eval suite (every bad line is reported by number)."""
+    if not path.is_file():
+        raise SlipwayError(f"{path} is not a file; pass a JSONL file with one eval item per line")
+    sampling = {"temperature": temperature, "max_tokens": max_tokens, "concurrency": concurrency}
+    suite = _client().create_eval_suite(path.read_text(encoding="utf-8"), name=name,
+                                        graders=[_grader_option(g) for g in grader], description=description,
+                                        sampling={k: v for k, v in sampling.items() if v is not None})
+    console.print(f"Suite [bold]{suite['name']}[/] ({suite['id']}, {suite['num_items']} items)")
+
+
+@suites_app.command("ls")
+def evals_suites_list() -> None:
+    """List the workspace's eval suites."""
+    table = Table("id", "name", "items", "graders", "created")
+    for suite in _client().eval_suites():
+        table.add_row(suite["id"], suite["name"], str(suite["num_items"]),
+                      ", ".join(g.get("name") or g["type"] for g in suite["graders"]), _when(suite["created_at"]))
+    console.print(table)
+
+
+@evals_app.command("run")
+def evals_run(
+    suite: str = typer.Argument(..., help="Suite name or id."),
+    target: str = typer.Option(..., "--target", help="model, model@env, a fine-tuned model, dep-… or model#N."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the run and print its summary."),
+) -> None:
+    """Run a suite against a target through the gateway."""
+    client = _client()
+    run = client.create_eval_run(suite, target)
+    console.print(f"Eval run [bold]{run['id']}[/] of {suite} on {run['target']} queued")
+    if wait:
+        finished = _wait_runs(client, {"run": run})
+        console.print(_summary_table(finished))
+
+
+@evals_app.command("ls")
+def evals_list(
+    suite: Optional[str] = typer.Option(None, help="Only runs of this suite."),
+    limit: int = typer.Option(20, help="Most runs shown, newest first."),
+) -> None:
+    """List eval runs, newest first."""
+    table = Table("id", "target", "status", "mean score", "pass rate", "created")
+    for run in _client().eval_runs(suite=suite, limit=limit):
+        s = run.get("summary") or {}
+        finished = run["status"] == "succeeded"
+        table.add_row(run["id"], run["target"], run["status"], f"{s['mean_score']:.4f}" if finished else "",
+                      f"{s['pass_rate']:.4f}" if finished else "", _when(run["created_at"]))
+    console.print(table)
+
+
+def _gated_promote(client, model: str, deployment: str, env: str, gate_text: str) -> None:
+    """Run the gate's suite on the candidate and the environment's deployment, then ask the gate to promote."""
+    from slipway.evals.gate import parse_gate
+
+    spec = parse_gate(gate_text)
+    detail = client.model(model)
+    by_number = {str(d["number"]): d["id"] for d in detail.get("deployments", [])}
+    candidate = by_number.get(deployment) or next((d["id"] for d in detail.get("deployments", [])
+                                                   if d["id"] == deployment), None)
+    if candidate is None:
+        raise SlipwayError(f"model {model!r} has no deployment {deployment!r}; `slipway ls` lists them")
+    serving = next((e.get("deployment_id") for e in detail.get("environments", []) if e["name"] == env), None)
+    runs = {"candidate": client.create_eval_run(spec.suite, candidate)}
+    if serving and serving != candidate:
+        runs[env] = client.create_eval_run(spec.suite, serving)
+    finished = _wait_runs(client, runs)
+    console.print(_summary_table(finished))
+    baseline = finished.get(env)
+    result = client.eval_gate(model, suite=spec.suite, min_score=spec.min_score, no_regression=spec.no_regression,
+                              deployment_id=candidate, candidate_run=finished["candidate"]["id"],
+                              baseline_run=baseline["id"] if baseline else None, environment=env)
+    console.print(f"[green]Promoted[/] {model} {env} -> {candidate}: {result['message']}", highlight=False)
 
 
 def main() -> None:

@@ -20,9 +20,12 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from slipway.control.auth import SessionLookup
+from slipway.control.evaluation import EvalServices
 from slipway.control.learning import LearningServices
 from slipway.control.plane import ControlPlane
-from slipway.control.routes import datasets, deployments, fine_tuning, internal, keys, metrics, models, traces, usage
+from slipway.control.routes import (
+    datasets, deployments, evals, fine_tuning, internal, keys, metrics, models, traces, usage,
+)
 from slipway.errors import AuthError, SlipwayError
 from slipway.observe import request_id_var
 from slipway.spec.openai import error_body
@@ -38,7 +41,7 @@ _CODE_BY_STATUS = {400: "invalid_request", 401: "invalid_api_key", 403: "insuffi
 
 def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | None = None,
                        metrics_registries: Sequence[CollectorRegistry] = (),
-                       learning: LearningServices | None = None) -> FastAPI:
+                       learning: LearningServices | None = None, evals_services: EvalServices | None = None) -> FastAPI:
     """The management API over `plane`.
 
     `session_lookup` (session id -> principal or None) lets the dashboard's session cookie stand
@@ -46,6 +49,8 @@ def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | N
     GET /metrics after the control plane's own families (e.g. the in-process gateway's).
     `learning` gives the dataset and fine-tuning routes what lies outside the control package
     (dataset files, waking the job supervisor); without it dataset uploads answer 503.
+    `evals_services` does the same for eval suites and the gate (validation in `slipway.evals`,
+    waking the eval worker); without it suite uploads and gates answer 503.
     """
     app = FastAPI(
         title="slipway management API",
@@ -63,6 +68,7 @@ def create_control_app(plane: ControlPlane, *, session_lookup: SessionLookup | N
     app.include_router(traces.router(plane))
     app.include_router(datasets.router(plane, learning))
     app.include_router(fine_tuning.router(plane, learning))
+    app.include_router(evals.router(plane, evals_services or EvalServices()))
     _install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     return app
