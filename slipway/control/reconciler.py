@@ -7,6 +7,13 @@
       run the actions (a stop drains in the background: it must not hold up the loop)
       -> ReconcileReport(replicas, failed, changed)
 
+A replica being stopped is reported DRAINING from the tick that decides to stop it, while it
+still runs and serves: the backend is asked to stop it (SIGTERM for a local process) only
+`stop_grace` seconds later. The report of that tick becomes the routing snapshot, so by the time
+the replica starts refusing new requests (503 while draining) no gateway sends it any; without
+the grace, requests routed in the moment between the signal and the new snapshot would find the
+replica refusing them, and a retry could land on another replica stopped in the same tick.
+
 It is level-triggered: nothing is remembered about what was asked before, only about what was
 seen, so a tick after a control-plane restart (replicas adopted by the backend) decides exactly
 as a tick before it would have. Live replicas (STARTING or READY) of every origin count towards a
@@ -218,6 +225,14 @@ def _plan_deployment(deployment: DesiredDeployment, replicas: list[ReplicaObserv
     return actions
 
 
+def _as_stopping(replica: ReplicaObservation, stopping: frozenset[str]) -> ReplicaObservation:
+    """A replica a stop was issued for is draining, even while the backend still sees it serve (its stop
+    grace): reporting it ready again would route new requests to it just before it refuses them."""
+    if replica.replica_id not in stopping or replica.state not in (ReplicaState.STARTING, ReplicaState.READY):
+        return replica
+    return replica.model_copy(update={"state": ReplicaState.DRAINING, "detail": "stopping: routed no new requests"})
+
+
 def new_replica_id() -> str:
     return f"r-{secrets.token_hex(6)}"
 
@@ -226,21 +241,27 @@ class Reconciler:
     """Runs `plan` against a backend every tick; a replica that misbehaves is logged, never raised."""
 
     def __init__(self, backend: Backend, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 drain_timeout: float = 30.0, reset_after: float = 60.0, failure_log_lines: int = 50) -> None:
+                 drain_timeout: float = 30.0, reset_after: float = 60.0, failure_log_lines: int = 50,
+                 stop_grace: float = 1.0) -> None:
         """
         backoff_initial: seconds before a crashed replica's slot is refilled, after its first crash in a row.
         backoff_max: the longest such wait; it doubles per crash in a row up to this.
         drain_timeout: seconds a stopped replica may drain before it is killed.
         reset_after: seconds a replica must stay ready before its slot's crash count resets.
         failure_log_lines: lines of a failed replica's log reported as the reason of the failure.
+        stop_grace: seconds a replica being stopped is reported draining, still serving what it was
+            sent, before the backend is asked to stop it; long enough for every gateway to have the
+            routing snapshot without it (see the module docstring). 0 stops at once.
         """
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError(f"need 0 < backoff_initial <= backoff_max, got {backoff_initial} and {backoff_max}")
-        if drain_timeout < 0 or reset_after < 0 or failure_log_lines < 1:
-            raise ValueError("drain_timeout and reset_after must be >= 0 seconds and failure_log_lines >= 1")
+        if drain_timeout < 0 or reset_after < 0 or stop_grace < 0 or failure_log_lines < 1:
+            raise ValueError("drain_timeout, reset_after and stop_grace must be >= 0 seconds and "
+                             "failure_log_lines >= 1")
         self.backend = backend
         self.policy = BackoffPolicy(initial=backoff_initial, max=backoff_max, reset_after=reset_after)
         self.drain_timeout = drain_timeout
+        self.stop_grace = stop_grace
         self.failure_log_lines = failure_log_lines
         self.memory = Memory()
         self._replicas: dict[str, ReplicaObservation] = {}
@@ -264,7 +285,7 @@ class Reconciler:
             log.exception("backend observe failed; skipping this tick's actions")
             return ReconcileReport(list(self._replicas.values()), await self._failures(self._replicas), False)
         self.memory = remember(self.memory, observed, now, self.policy)
-        current = {o.replica_id: o for o in observed}
+        current = {o.replica_id: _as_stopping(o, self.memory.stopping) for o in observed}
         for action in plan(desired, observed, now, self.memory, self.policy):
             await self._run(action, current)
         self._replicas = current
@@ -281,8 +302,13 @@ class Reconciler:
             except Exception:
                 log.exception("backend observe failed during shutdown; stopping the replicas last seen")
                 observed = list(self._replicas.values())
-            await asyncio.gather(*(self._stop(o.replica_id) for o in observed if o.replica_id not in self._stops),
-                                 *self._stops.values(), return_exceptions=True)
+            # Everything stops, the gateway included: no grace for routing to catch up. Stops still
+            # in their grace are cancelled and issued now.
+            for task in self._stops.values():
+                task.cancel()
+            await asyncio.gather(*self._stops.values(), return_exceptions=True)
+            self._stops.clear()
+            await asyncio.gather(*(self._stop(o.replica_id, grace=0.0) for o in observed), return_exceptions=True)
             for replica in observed:
                 try:
                     await self.backend.forget(replica.replica_id)
@@ -291,7 +317,8 @@ class Reconciler:
             self._replicas.clear()
         else:
             # A replica already sent SIGTERM drains and exits by itself; the next control plane
-            # adopts it if it has not yet, sees it draining, and stops it.
+            # adopts it if it has not yet, sees it draining, and stops it. One still in its stop
+            # grace keeps serving, and the next control plane stops it if it is still surplus.
             for task in self._stops.values():
                 task.cancel()
             await asyncio.gather(*self._stops.values(), return_exceptions=True)
@@ -307,7 +334,8 @@ class Reconciler:
                 log.info("stopping replica %s: %s", action.replica_id, action.reason,
                          extra={"replica_id": action.replica_id, "deployment_id": action.deployment_id})
                 self.memory = dataclasses.replace(self.memory, stopping=self.memory.stopping | {action.replica_id})
-                self._stops[action.replica_id] = asyncio.get_running_loop().create_task(self._stop(action.replica_id))
+                self._stops[action.replica_id] = asyncio.get_running_loop().create_task(
+                    self._stop(action.replica_id, grace=self.stop_grace))
                 if action.replica_id in current:
                     current[action.replica_id] = current[action.replica_id].model_copy(
                         update={"state": ReplicaState.DRAINING, "detail": f"stopping: {action.reason}"})
@@ -338,8 +366,10 @@ class Reconciler:
             self.memory = dataclasses.replace(
                 self.memory, prior_crashes={**self.memory.prior_crashes, observation.replica_id: action.prior_crashes})
 
-    async def _stop(self, replica_id: str) -> None:
+    async def _stop(self, replica_id: str, *, grace: float) -> None:
         try:
+            if grace > 0:
+                await asyncio.sleep(grace)  # reported draining meanwhile: gateways stop routing to it first
             await self.backend.stop(replica_id, drain_timeout=self.drain_timeout)
         except asyncio.CancelledError:
             raise

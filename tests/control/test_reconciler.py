@@ -231,6 +231,42 @@ async def test_crashed_replica_is_replaced_after_the_backoff_then_scaled_down(lo
     assert gone.changed and not pid_alive(survivor.pid)
 
 
+async def test_a_replica_is_reported_draining_for_the_stop_grace_before_it_is_signalled(local_backends):
+    reconciler = Reconciler(local_backends(), stop_grace=1.5, drain_timeout=5)
+    await reconciler.start()
+    two = [want(2, package_dir=str(ECHO))]
+    await tick_until(reconciler, two, 0.0, lambda r: states(r) == ["ready", "ready"])
+
+    one = [want(1, package_dir=str(ECHO))]
+    stopping_since = time.monotonic()
+    first = await reconciler.tick(one, 1.0)
+    assert states(first) == ["draining", "ready"] and first.changed
+    victim = next(r for r in first.replicas if r.state == DRAINING)
+    # Still serving, unsignalled, and never reported ready again while its grace runs: the
+    # gateways drop it from routing before it starts refusing requests.
+    for now in (1.1, 1.2):
+        report = await reconciler.tick(one, now)
+        assert states(report) == ["draining", "ready"]
+        assert next(r for r in report.replicas if r.replica_id == victim.replica_id).state == DRAINING
+    assert pid_alive(victim.pid)
+    await tick_until(reconciler, one, 2.0, lambda r: states(r) == ["ready"])
+    assert time.monotonic() - stopping_since >= 1.5 and not pid_alive(victim.pid)
+    await reconciler.shutdown(stop_replicas=True)
+
+
+async def test_shutdown_stops_replicas_still_in_their_stop_grace_at_once(local_backends, replica_home):
+    reconciler = Reconciler(local_backends(), stop_grace=30)
+    await reconciler.start()
+    ready = await tick_until(reconciler, [want(2, package_dir=str(ECHO))], 0.0,
+                             lambda r: states(r) == ["ready", "ready"])
+    await reconciler.tick([want(1, package_dir=str(ECHO))], 1.0)
+    started = time.monotonic()
+    await reconciler.shutdown(stop_replicas=True)
+    assert time.monotonic() - started < 10
+    assert not any(pid_alive(r.pid) for r in ready.replicas)
+    assert list((replica_home / "run" / "replicas").iterdir()) == []
+
+
 async def test_a_failed_load_is_reported_and_never_restarted(local_backends, tmp_path):
     broken = write_package(tmp_path / "broken", "broken", FAILING_MODEL)
     reconciler = Reconciler(local_backends(), backoff_initial=0.5)
@@ -285,3 +321,5 @@ def test_settings_are_checked(tmp_path):
         Reconciler(backend, backoff_initial=5, backoff_max=1)
     with pytest.raises(ValueError, match="failure_log_lines"):
         Reconciler(backend, failure_log_lines=0)
+    with pytest.raises(ValueError, match="stop_grace"):
+        Reconciler(backend, stop_grace=-1)
