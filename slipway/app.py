@@ -134,7 +134,7 @@ class Node:
         from slipway.control.plane import ControlPlane
         from slipway.evals.catalog import SuiteCatalog
         from slipway.evals.runner import EvalWorker
-        from slipway.gateway import GatewayConfig, StoreUsageSink, create_gateway_app
+        from slipway.gateway import GatewayConfig, StoreTraceSink, StoreUsageSink, create_gateway_app
         from slipway.store import Store
         from slipway.train.catalog import DatasetCatalog
         from slipway.web import DashboardSessions, create_dashboard_app
@@ -148,8 +148,11 @@ class Node:
         # autoscaler sees it queued and starts a replica now rather than at the next interval.
         self.gateway = create_gateway_app(self.plane.snapshots, StoreUsageSink(self.store),
                                           GatewayConfig(usage_journal_dir=home / "usage",
+                                                        capture_journal_dir=home / "traces",
+                                                        trace_redactor=os.environ.get("SLIPWAY_TRACE_REDACTOR") or None,
                                                         operator_workspace_id=self.plane.system_workspace_id),
-                                          on_demand=lambda _deployment_id: self.plane.wake())
+                                          on_demand=lambda _deployment_id: self.plane.wake(),
+                                          traces=StoreTraceSink(self.store))
         # The control loop reads this process's gateway load directly (no HTTP hop).
         self.plane.autoscaler = Autoscaler(InProcessLoadSource(self.gateway.load))
         self.sessions = DashboardSessions(self.store)

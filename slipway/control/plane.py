@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,33 @@ from slipway.store import DeploymentRow, EnvironmentRow, KeyRow, ModelRow, Repli
 
 log = logging.getLogger(__name__)
 
+# Traces older than this many days are deleted (SLIPWAY_TRACE_RETENTION_DAYS), once an hour.
+TRACE_RETENTION_ENV = "SLIPWAY_TRACE_RETENTION_DAYS"
+DEFAULT_TRACE_RETENTION_DAYS = 30.0
+TRACE_PRUNE_INTERVAL = 3600.0
+
+
+def trace_retention_from_env(environ: Mapping[str, str] = os.environ) -> float:
+    """Days traces are kept, from SLIPWAY_TRACE_RETENTION_DAYS (default 30)."""
+    raw = environ.get(TRACE_RETENTION_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TRACE_RETENTION_DAYS
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days > 0:
+        raise SpecError(f"{TRACE_RETENTION_ENV}={raw!r} is not a positive number of days; set it to e.g. 30, "
+                        "or unset it for the default of 30", code="invalid_config")
+    return days
+
 
 class ControlPlane:
     """Owns the store, the backend, the reconciler and the snapshot publisher of one slipway."""
 
     def __init__(self, store: Store, backend: Backend, *, home: Path, config: ControlConfig | None = None,
                  reconciler: Reconciler | None = None, autoscaler: Autoscaler | None = None,
-                 sampler: MetricSampler | None = None) -> None:
+                 sampler: MetricSampler | None = None, trace_retention_days: float | None = None) -> None:
         self.store = store
         self.backend = backend
         self.reconciler = reconciler or Reconciler(backend)
@@ -82,6 +104,8 @@ class ControlPlane:
         # The reconciler's last observation, for the replica gauges of /metrics.
         self._observed: list[ReplicaObservation] = []
         self._sampling_failed = False
+        self.trace_retention_days = trace_retention_days or trace_retention_from_env()
+        self._traces_pruned_at: float | None = None
 
     @property
     def history(self) -> MetricHistory:
@@ -153,6 +177,7 @@ class ControlPlane:
                 self._publish_due = False
                 await asyncio.to_thread(self.publish)
             self._sample(running, report, now)
+            await asyncio.to_thread(self.prune_traces, now)
             return changed
         finally:
             self.metrics.observe_tick(time.perf_counter() - started)
@@ -241,6 +266,19 @@ class ControlPlane:
         self._changed()
         return environment
 
+    def set_environment_capture(self, workspace_id: str, model_name: str, name: str, capture: bool) -> EnvironmentRow:
+        """Store traces of all the environment's traffic (True) or only of capturing deployments (False)."""
+        with self.store.transaction() as tx:
+            model = self._model_in(tx, workspace_id, model_name)
+            environment = tx.environments.get(model.id, name)
+            if environment is None:
+                raise NotFoundError(f"model {model_name!r} has no environment {name!r}; see "
+                                    f"GET /api/v1/models/{model_name}/environments")
+            environment = tx.environments.set_capture(environment.id, capture, time.time())
+            tx.state.bump()
+        self._changed()
+        return environment
+
     def promote(self, workspace_id: str, model_name: str, environment: str, *, deployment_id: str | None = None,
                 number: int | None = None) -> tuple[EnvironmentRow, DeploymentRow]:
         """Point the environment at a deployment (by id or number); it takes over once ready."""
@@ -289,6 +327,22 @@ class ControlPlane:
         result = create_workspace(self.store, name, time.time())
         self._changed()
         return result
+
+    def prune_traces(self, now: float) -> int | None:
+        """Delete traces older than the retention, at most once per TRACE_PRUNE_INTERVAL; how many, or
+        None when it was not due. A failure is logged and retried on the next tick."""
+        if self._traces_pruned_at is not None and now - self._traces_pruned_at < TRACE_PRUNE_INTERVAL:
+            return None
+        try:
+            deleted = self.store.traces.delete_older_than(now - self.trace_retention_days * 86400.0)
+        except Exception:
+            log.exception("deleting traces older than %g days failed; retrying on the next tick",
+                          self.trace_retention_days)
+            return None
+        self._traces_pruned_at = now
+        if deleted:
+            log.info("deleted %d traces older than %g days", deleted, self.trace_retention_days)
+        return deleted
 
     # Internals ---------------------------------------------------------------------------
     def _desired(self, deployment: DeploymentRow) -> DesiredDeployment:

@@ -35,7 +35,10 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
         replicas = tx.replicas.list_live()
 
     environments_by_model: dict[str, dict[str, str]] = {}
+    captured_by_model: dict[str, list[str]] = {}
     for environment in environments:
+        if environment.capture:
+            captured_by_model.setdefault(environment.model_id, []).append(environment.name)
         if environment.deployment_id:
             environments_by_model.setdefault(environment.model_id, {})[environment.name] = environment.deployment_id
     replicas_by_deployment: dict[str, list[ReplicaEntry]] = {}
@@ -47,7 +50,8 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
         version=version,
         keys=[KeyEntry(key_id=k.id, key_hash=k.key_hash, workspace_id=k.workspace_id, scopes=list(k.scopes),
                        models=list(k.models) if k.models is not None else None) for k in keys],
-        models=[ModelEntry(workspace_id=m.workspace_id, name=m.name, environments=environments_by_model.get(m.id, {}))
+        models=[ModelEntry(workspace_id=m.workspace_id, name=m.name, environments=environments_by_model.get(m.id, {}),
+                           capture_environments=captured_by_model.get(m.id, []))
                 for m in models],
         deployments=[
             DeploymentEntry(

@@ -1,7 +1,7 @@
 """The data plane: authenticate, resolve, hold through cold starts, route, proxy and stream, retry, meter.
 
     app.py        GatewayApp / create_gateway_app: the raw ASGI app, its routes and lifespan
-    base.py       SnapshotSource and UsageSink: what the gateway needs from the control plane and store
+    base.py       SnapshotSource, UsageSink, TraceSink: what the gateway needs from the control plane and store
     config.py     GatewayConfig: limits, timeouts, retry, cold-start hold and metering settings
     table.py      RouteTable: a routing snapshot indexed for lookups; model and deployment resolution
     hold.py       ColdStartHold: requests for a deployment with no ready replica wait, bounded, for one
@@ -14,6 +14,8 @@
     upstream.py   UpstreamPool: the lean keep-alive HTTP/1.1 client to replicas
     metrics.py    GatewayMetrics: the Prometheus registry (cold-start histogram) and recent cold starts
     meter.py      UsageMeter: usage records through the journal to the sink, in a worker thread
+    capture.py    TraceCapture: traces of capturing deployments through a journal of their own to a TraceSink
+    redact.py     trace redactors: the built-in mask_pii, or any "module:function"
     journal.py    DiskJournal / MemoryJournal: append-only segments that survive a crash
     snapshots.py  StaticSnapshotSource, HttpSnapshotSource
     http.py       ASGI plumbing: headers, bounded body reads, JSON answers
@@ -21,11 +23,12 @@
 """
 
 from slipway.gateway.app import GatewayApp, create_gateway_app
-from slipway.gateway.base import SnapshotSource, StoreUsageSink, UsageSink
+from slipway.gateway.base import SnapshotSource, StoreTraceSink, StoreUsageSink, TraceSink, UsageSink
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.snapshots import HttpSnapshotSource, StaticSnapshotSource
 
 __all__ = [
     "GatewayApp", "create_gateway_app", "GatewayConfig", "SnapshotSource", "UsageSink", "StoreUsageSink",
+    "TraceSink", "StoreTraceSink",
     "StaticSnapshotSource", "HttpSnapshotSource",
 ]

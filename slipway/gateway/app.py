@@ -1,6 +1,6 @@
 """The gateway's ASGI app: authenticate, resolve the model, and hand the request to the proxy.
 
-    app = create_gateway_app(source, usage_sink, GatewayConfig(...))
+    app = create_gateway_app(source, usage_sink, GatewayConfig(...), traces=trace_sink)
     await app.startup() ... await app.shutdown()      # or let the ASGI server's lifespan do it
 
 Routes
@@ -20,6 +20,9 @@ A request for a deployment with no ready replica is held (hold.py) until one is 
 wires it to the control plane's `wake()`), and `load()` counts it as `queued`. Cold-start times
 are kept in `metrics_registry` (slipway_gateway_cold_start_seconds) and `cold_starts()`.
 
+Requests to a capturing deployment or environment (and only those) are stored as traces in
+`traces`, a TraceSink, when one is given (capture.py); their answers carry x-slipway-trace-id.
+
 For kv_aware deployments only, a background task reads each ready replica's /stats every second
 (the KV blocks it holds, replica_stats.py) and fetches the deployment's tokenizer once
 (tokenizer_cache.py), over a small connection pool of their own.
@@ -36,7 +39,8 @@ from typing import Any, Callable
 import orjson
 
 from slipway.errors import AuthError, BackendError, NotFoundError, PermissionDeniedError, SlipwayError, SpecError
-from slipway.gateway.base import SnapshotSource, UsageSink
+from slipway.gateway.base import SnapshotSource, TraceSink, UsageSink
+from slipway.gateway.capture import TraceCapture, TraceDraft
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import MethodNotAllowedError
 from slipway.gateway.health import ReplicaTracker
@@ -68,7 +72,7 @@ _SNAPSHOT_RETRY_DELAY = 1.0
 
 class GatewayApp:
     def __init__(self, source: SnapshotSource, usage: UsageSink, config: GatewayConfig,
-                 on_demand: Callable[[str], None] | None = None) -> None:
+                 on_demand: Callable[[str], None] | None = None, traces: TraceSink | None = None) -> None:
         self.source = source
         self.config = config
         self.table = RouteTable.build(source.current())
@@ -84,11 +88,12 @@ class GatewayApp:
         self.metrics = GatewayMetrics()
         self.metrics_registry = self.metrics.registry
         self.meter = UsageMeter(usage, config)
+        self.capture = TraceCapture(traces, config) if traces is not None else None
         self.pool = UpstreamPool(PoolLimits(
             connect_timeout=config.connect_timeout, pool_timeout=config.pool_timeout,
             max_connections=config.max_connections_per_replica,
             max_idle_connections=config.max_idle_connections_per_replica))
-        self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics, self.tokenizers)
+        self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics, self.tokenizers, self.capture)
         self._follow_task: asyncio.Task[None] | None = None
         self.started = False
 
@@ -99,6 +104,8 @@ class GatewayApp:
         if self.started:
             return
         await self.meter.start()
+        if self.capture is not None:
+            await self.capture.start()
         self.hold.stopping = False
         self._install(self.source.current())
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="slipway-snapshot-follow")
@@ -121,6 +128,8 @@ class GatewayApp:
         await self.replica_stats.stop()
         self.tokenizers.close()
         await self.meter.stop()
+        if self.capture is not None:
+            await self.capture.stop()
         self.pool.close()
         self.replica_reads.close()
 
@@ -198,6 +207,7 @@ class GatewayApp:
                     target = await self.hold.until_ready(call, target, resolve, receive)
                     if target is None:
                         return  # the client left while its request was held
+                self._trace(call, target, body, headers)
                 await self.proxy.forward(call, target, openai[1], body, JSON_TYPE, send, receive)
             elif path.startswith(("/models/", "/deployments/")):
                 _require_method(method, "POST", path)
@@ -214,6 +224,7 @@ class GatewayApp:
                     target = await self.hold.until_ready(call, target, resolve, receive)
                     if target is None:
                         return  # the client left while its request was held
+                self._trace(call, target, body, headers)
                 await self.proxy.forward(call, target, b"/predict", body, headers.content_type or JSON_TYPE,
                                          send, receive)
             elif path == "/v1/models":
@@ -243,6 +254,10 @@ class GatewayApp:
                 await send_json(send, 500, error_json(error), call.echo())
             except RuntimeError:  # the response had started: the client sees it cut short
                 pass
+
+    def _trace(self, call: Call, target: Target, body: bytes, headers: RequestHeaders) -> None:
+        if target.capture and self.capture is not None:
+            call.trace = TraceDraft.start(body, headers.tags, self.config.capture_max_bytes)
 
     # -- auth and resolution ----------------------------------------------------------------------
 
@@ -322,10 +337,11 @@ def _model_field(payload: Any) -> str:
 
 
 def create_gateway_app(source: SnapshotSource, usage: UsageSink, config: GatewayConfig | None = None, *,
-                       on_demand: Callable[[str], None] | None = None) -> GatewayApp:
+                       on_demand: Callable[[str], None] | None = None, traces: TraceSink | None = None) -> GatewayApp:
     """The gateway as an ASGI app; start it with `await app.startup()` or through ASGI lifespan.
 
     `on_demand(deployment_id)` is called, on the event loop, whenever a request starts waiting for
-    a deployment with no ready replica; it must not block (e.g. `ControlPlane.wake`).
+    a deployment with no ready replica; it must not block (e.g. `ControlPlane.wake`). `traces`
+    receives the traces of capturing deployments and environments; without it nothing is captured.
     """
-    return GatewayApp(source, usage, config or GatewayConfig(), on_demand)
+    return GatewayApp(source, usage, config or GatewayConfig(), on_demand, traces)

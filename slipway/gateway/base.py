@@ -1,4 +1,4 @@
-"""What the gateway needs from the rest of slipway: a routing snapshot source and a usage sink.
+"""What the gateway needs from the rest of slipway: a routing snapshot source, a usage sink and a trace sink.
 
     SnapshotSource                       where routes come from
       current() -> RoutingSnapshot           the newest snapshot this source has
@@ -8,10 +8,13 @@
       write(records) -> None                 sync, called from a worker thread, never the event loop;
                                              must be idempotent on request_id (a journal segment is
                                              replayed whole after a crash)
+    TraceSink                            where captured traces go (capture.py)
+      write(records) -> None                 sync, from the capture worker thread; idempotent on the
+                                             trace id (the usage request id), like UsageSink
 
 The control plane's `SnapshotPublisher` is a SnapshotSource in process; `HttpSnapshotSource`
 long-polls a control plane in another process; `StaticSnapshotSource` serves a fixed snapshot
-(tests, benchmarks). `store.usage.insert_many` is a UsageSink.
+(tests, benchmarks). `store.usage.insert_many` is a UsageSink, `store.traces.insert_many` a TraceSink.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from slipway.spec.snapshot import RoutingSnapshot
 from slipway.spec.usage import UsageRecord
 
 if TYPE_CHECKING:
-    from slipway.store import Store
+    from slipway.store import Store, TraceRecord
 
 
 @runtime_checkable
@@ -36,6 +39,10 @@ class UsageSink(Protocol):
     def write(self, records: list[UsageRecord]) -> None: ...
 
 
+class TraceSink(Protocol):
+    def write(self, records: "list[TraceRecord]") -> None: ...
+
+
 class StoreUsageSink:
     """A UsageSink over the store's usage repository (`store.usage.insert_many`)."""
 
@@ -44,3 +51,13 @@ class StoreUsageSink:
 
     def write(self, records: list[UsageRecord]) -> None:
         self._store.usage.insert_many(records)
+
+
+class StoreTraceSink:
+    """A TraceSink over the store's traces repository (`store.traces.insert_many` skips ids it has)."""
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    def write(self, records: "list[TraceRecord]") -> None:
+        self._store.traces.insert_many(records)

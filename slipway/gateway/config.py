@@ -70,6 +70,25 @@ class GatewayConfig(BaseModel):
     max_pending_usage_records: int = Field(
         100_000, ge=1, description="Most records held in memory when usage_journal_dir is None; older ones "
                                    "are dropped (and logged) past this.")
+    capture_journal_dir: Path | None = Field(
+        None, description="Folder of the trace journal (e.g. $SLIPWAY_HOME/traces), beside the usage journal. "
+                          "None keeps captured traces in memory until written (lost on a crash).")
+    capture_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Most bytes of a request and of a response kept per trace; a larger one "
+                                          "is stored cut, as text, with a `slipway_truncated` marker.")
+    capture_flush_interval: float = Field(
+        0.5, gt=0, description="Seconds between writes of journaled traces to the trace sink.")
+    capture_batch_size: int = Field(
+        200, ge=1, description="Most traces handed to the trace sink in one write.")
+    max_pending_trace_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Most bytes of captured traces waiting for the capture worker; traces "
+                                            "past it are dropped (and counted) rather than slowing requests.")
+    max_pending_traces: int = Field(
+        10_000, ge=1, description="Most traces held in memory when capture_journal_dir is None.")
+    trace_redactor: str | None = Field(
+        None, description="Applied to each captured request and response before it is journaled: a built-in by "
+                          "name ('mask_pii': e-mail addresses and long digit runs) or a 'module:function' path "
+                          "to a callable taking and returning a JSON value. None stores them as sent.")
     snapshot_poll_timeout: float = Field(
         30.0, gt=0, description="Seconds one long poll for a newer routing snapshot may wait.")
     replica_stats_interval: float = Field(

@@ -29,10 +29,11 @@ _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,64}$")
 class RequestHeaders:
     """The request headers the gateway reads, found in one pass over the ASGI header list."""
 
-    __slots__ = ("authorization", "api_key", "request_id", "content_type", "content_length")
+    __slots__ = ("authorization", "api_key", "request_id", "content_type", "content_length", "tags")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.authorization = self.api_key = self.request_id = self.content_type = self.content_length = None
+        self.tags = None  # X-Slipway-Tags, read only when the request is captured
         for name, value in raw:
             if name == b"authorization":
                 self.authorization = value
@@ -44,6 +45,8 @@ class RequestHeaders:
                 self.request_id = value
             elif name == b"api-key":
                 self.api_key = value
+            elif name == b"x-slipway-tags":
+                self.tags = value
 
     def secret(self) -> bytes | None:
         """The API key from `Authorization: Bearer …` or `Api-Key: …`."""

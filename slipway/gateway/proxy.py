@@ -22,6 +22,9 @@
             pass. A broken answer is billed as answered (its usage chunk if one passed, else 1 in,
             1 out once any byte went out) with status 502
   metric    a request held for a cold start (Call.held) reports the time to its first byte sent
+  capture   a call with a trace draft (its target captures) keeps references to its answer's bytes,
+            bounded, and hands the draft to TraceCapture with its usage record (capture.py); its
+            answer carries x-slipway-trace-id, the usage record's request id
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 import orjson
 
 from slipway.errors import SlipwayError, UpstreamError
+from slipway.gateway.capture import TRACE_ID_HEADER, TraceCapture, TraceDraft
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.errors import NoReadyReplicaError
 from slipway.gateway.health import ReplicaTracker
@@ -71,8 +75,11 @@ class Call:
     route: str                 # predict | embeddings | chat.completions | completions
     key: KeyEntry | None = None
     held: bool = False         # waited for a cold start (no ready replica when it arrived)
+    trace: TraceDraft | None = None  # set when the target captures
 
     def echo(self) -> list[tuple[bytes, bytes]]:
+        if self.trace is not None:
+            return [(b"x-request-id", self.request_id), (TRACE_ID_HEADER, self.usage_id.encode())]
         return [(b"x-request-id", self.request_id)]
 
 
@@ -90,8 +97,10 @@ def routing_request(deployment_id: str, policy: RoutingPolicy, body: bytes) -> R
 
 class Proxy:
     def __init__(self, config: GatewayConfig, pool: UpstreamPool, tracker: ReplicaTracker,
-                 meter: UsageMeter, metrics: GatewayMetrics, tokenizers: TokenizerCache | None = None) -> None:
+                 meter: UsageMeter, metrics: GatewayMetrics, tokenizers: TokenizerCache | None = None,
+                 capture: TraceCapture | None = None) -> None:
         self.config = config
+        self.capture = capture
         self.pool = pool
         self.tracker = tracker
         self.meter = meter
@@ -199,12 +208,15 @@ class Proxy:
     async def refuse(self, call: Call, target: Target | None, error: SlipwayError, send: Send) -> None:
         """Answer `error` in the OpenAI shape (with Retry-After when its class asks for one); meter it
         when it concerns a resolved model."""
+        body = error_json(error)
         if target is not None:
+            if call.trace is not None:
+                call.trace.set_body(body)
             self._meter(call, target, error.status_code, None)
         headers = call.echo()
         if getattr(error, "retry_after", False):
             headers.append((b"retry-after", b"%d" % self.config.retry_after_seconds))
-        await send_json(send, error.status_code, error_json(error), headers)
+        await send_json(send, error.status_code, body, headers)
 
     async def _relay(self, call: Call, target: Target, response: UpstreamResponse, deadline: float, send: Send,
                      receive: Receive) -> bool | None:
@@ -230,6 +242,8 @@ class Proxy:
                 await self.refuse(call, target, exc, send)
                 return False
             units = units_from_body(body) if b"json" in content_type else None
+            if call.trace is not None:
+                call.trace.set_body(body)
             self._meter(call, target, status, units)
             headers.append((b"content-length", b"%d" % len(body)))
             self._first_byte(call, target)
@@ -254,6 +268,9 @@ class Proxy:
         framer = SseFramer() if is_sse else None
         token_stream = StreamUsage() if is_sse and call.route in _TOKEN_STREAM_ROUTES else None
         units: tuple[int, int] | None = None
+        trace = call.trace
+        if trace is not None:
+            trace.stream = is_sse
         broken: UpstreamError | None = None
         sent_any = False
         idle_timeout = self.config.stream_idle_timeout
@@ -271,6 +288,8 @@ class Proxy:
                         if chunk:
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     break
+                if trace is not None:
+                    trace.add_chunk(chunk)
                 if token_stream is not None:
                     token_stream.feed(chunk)
                 elif _USAGE_KEY in chunk:
@@ -317,6 +336,7 @@ class Proxy:
                                     time.perf_counter() - call.started)
 
     def _meter(self, call: Call, target: Target, status: int, units: tuple[int, int] | None) -> None:
+        measured = units
         if units is None:
             units = (1, 1) if status < 400 else (0, 0)
         seconds = time.perf_counter() - call.started
@@ -325,7 +345,7 @@ class Proxy:
                                      status_code=status, seconds=seconds, prompt_tokens=tokens[0],
                                      completion_tokens=tokens[1])
         key = call.key
-        self.meter.record({
+        fields = {
             "request_id": call.usage_id,
             "workspace_id": key.workspace_id if key else "",
             "key_id": key.key_id if key else None,
@@ -338,7 +358,11 @@ class Proxy:
             "latency_ms": round(seconds * 1000.0, 3),
             "status_code": status,
             "created_at": call.created_at,
-        })
+        }
+        self.meter.record(fields)
+        if call.trace is not None and self.capture is not None:
+            fields["units"] = measured if call.route != "predict" else None
+            self.capture.submit(fields, call.trace)
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -4,7 +4,7 @@
     python -m slipway.gateway --snapshot-file routes.json          # a fixed snapshot (tests, benchmarks)
 
 Usage records go to the store (`--database-url`, else SQLite under `--home`) through the journal in
-`<home>/usage`. `--port 0` binds a free port; `--port-file` receives the port once it listens.
+`<home>/usage`, captured traces through the one in `<home>/traces`. `--port 0` binds a free port; `--port-file` receives the port once it listens.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from slipway.gateway.app import create_gateway_app
-from slipway.gateway.base import StoreUsageSink
+from slipway.gateway.base import StoreTraceSink, StoreUsageSink
 from slipway.gateway.config import GatewayConfig
 from slipway.gateway.snapshots import HttpSnapshotSource, StaticSnapshotSource
 from slipway.observe import configure_logging
@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--usage-dir", type=Path, help="Usage journal folder (default: <home>/usage).")
     parser.add_argument("--usage-flush-interval", type=float, default=GatewayConfig().usage_flush_interval,
                         help="Seconds between writes of journaled usage records to the store.")
+    parser.add_argument("--trace-redactor", default=os.environ.get("SLIPWAY_TRACE_REDACTOR"),
+                        help="Redactor applied to captured traces: 'mask_pii' or 'module:function' "
+                             "($SLIPWAY_TRACE_REDACTOR).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--port-file", type=Path, help="Write the bound port here once listening.")
@@ -73,8 +76,9 @@ async def serve(args: argparse.Namespace) -> None:
             raise SystemExit("--control-url needs --admin-key-file (the admin key saved at $SLIPWAY_HOME/admin.key)")
         source = HttpSnapshotSource(args.control_url, args.admin_key_file.expanduser().read_text().strip())
     config = GatewayConfig(usage_journal_dir=(args.usage_dir or home / "usage").expanduser(),
-                           usage_flush_interval=args.usage_flush_interval)
-    app = create_gateway_app(source, StoreUsageSink(store), config)
+                           usage_flush_interval=args.usage_flush_interval, capture_journal_dir=home / "traces",
+                           trace_redactor=args.trace_redactor)
+    app = create_gateway_app(source, StoreUsageSink(store), config, traces=StoreTraceSink(store))
     sock = bind(args.host, args.port)
     server = uvicorn.Server(uvicorn_config(app, args.log_level))
     if args.port_file is not None:

@@ -45,6 +45,8 @@ class Target:
     route: DeploymentRoute
     model_name: str
     environment: str | None
+    capture: bool = False
+    """Store a trace of this request: its deployment or its environment captures."""
 
 
 class RouteTable:
@@ -97,14 +99,15 @@ class RouteTable:
         if route is None:
             raise NotFoundError(f"environment {environment!r} of model {name!r} points at deployment "
                                 f"{deployment_id}, which is not running; deploy or promote another")
-        return Target(route, name, environment)
+        capture = route.entry.capture or environment in model.capture_environments
+        return Target(route, name, environment, capture)
 
     def resolve_deployment(self, workspace_id: str, deployment_id: str) -> Target:
         route = self.deployments.get(deployment_id)
         if route is None or route.workspace_id != workspace_id:
             raise NotFoundError(f"deployment {deployment_id!r} does not exist or is not running; list deployments "
                                 "with GET /api/v1/models/{name}")
-        return Target(route, route.entry.model_name, None)
+        return Target(route, route.entry.model_name, None, route.entry.capture)
 
     def model_ids(self, workspace_id: str, allowed: list[str] | None) -> list[str]:
         """The `model` values this workspace can call: 'name', plus 'name@env' for other environments."""

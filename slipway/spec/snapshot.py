@@ -42,7 +42,7 @@ class DeploymentEntry(BaseModel):
     kind: str
     status: str
     routing: RoutingPolicyName = "least_load"
-    capture: bool = False
+    capture: bool = Field(False, description="The package's `capture`: store traces of all its traffic.")
     replicas: list[ReplicaEntry] = Field(default_factory=list)
     workspace_id: str | None = Field(
         None, description="The workspace that owns the deployment; gateways answer 404 to keys of other "
@@ -53,6 +53,9 @@ class ModelEntry(BaseModel):
     workspace_id: str
     name: str
     environments: dict[str, str] = Field(default_factory=dict, description="Environment name -> deployment id.")
+    capture_environments: list[str] = Field(
+        default_factory=list, description="Environments whose traffic the gateway stores as traces, whatever "
+                                          "their deployment's `capture` says.")
 
 
 class RoutingSnapshot(BaseModel):

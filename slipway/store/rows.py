@@ -75,6 +75,8 @@ class EnvironmentRow:
     pending_deployment_id: str | None
     created_at: float
     updated_at: float
+    capture: bool = False
+    """Traces of this environment's traffic are stored, whatever its deployment's package says."""
 
 
 @dataclass(frozen=True)

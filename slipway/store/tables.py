@@ -21,6 +21,9 @@ The learning loop (0002):
 
 Prices and errors (0003): `deployments.pricing`, the prices the usage API turns into cost, and
 an index for a deployment's recent failed requests in `usage`.
+
+Environment capture (0004): `environments.capture`, traces stored for all of an environment's
+traffic whatever its deployment's package says.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # Explicit constraint names keep migrations identical on SQLite and Postgres.
@@ -109,6 +113,8 @@ environments = Table(
     Column("pending_deployment_id", String(40), ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Whether the gateway stores request/response traces of this environment's traffic (0004).
+    Column("capture", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("model_id", "name"),
 )
 

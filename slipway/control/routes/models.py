@@ -1,8 +1,14 @@
-"""Models and their environments: list, detail, create an environment, promote, roll back."""
+"""Models and their environments: list, detail, create an environment, set its capture, promote, roll back.
+
+    PATCH /api/v1/models/{name}/environments/{env}   {"capture": true}: the gateway stores traces of all
+                                                      the environment's traffic (the deployment's own
+                                                      `capture: true` in slipway.yaml does so too)
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
 from slipway.control.auth import Principal
 from slipway.control.plane import ControlPlane
@@ -18,6 +24,20 @@ from slipway.control.schemas import (
     PromotionOut,
 )
 from slipway.store import DeploymentRow, EnvironmentRow
+
+
+class EnvironmentSettingsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    capture: bool = Field(description="Store request/response traces of all this environment's traffic.")
+
+
+class EnvironmentSettingsOut(EnvironmentOut):
+    capture: bool = Field(description="Whether traces of all this environment's traffic are stored.")
+
+    @classmethod
+    def from_row(cls, row: EnvironmentRow) -> "EnvironmentSettingsOut":
+        return cls(**EnvironmentOut.from_row(row).model_dump(), capture=row.capture)
 
 
 def router(plane: ControlPlane) -> APIRouter:
@@ -52,6 +72,13 @@ def router(plane: ControlPlane) -> APIRouter:
               summary="Create a custom environment")
     def create_environment(name: str, body: EnvironmentCreateRequest, caller: Principal = admin) -> EnvironmentOut:
         return EnvironmentOut.from_row(plane.create_environment(caller.workspace_id, name, body.name))
+
+    @api.patch("/{name}/environments/{environment}", response_model=EnvironmentSettingsOut,
+               summary="Change an environment's settings (capture)")
+    def update_environment(name: str, environment: str, body: EnvironmentSettingsRequest,
+                           caller: Principal = admin) -> EnvironmentSettingsOut:
+        row = plane.set_environment_capture(caller.workspace_id, name, environment, body.capture)
+        return EnvironmentSettingsOut.from_row(row)
 
     @api.post("/{name}/environments/{environment}/promote", response_model=PromotionOut,
               summary="Point an environment at a deployment (it takes over once ready)")

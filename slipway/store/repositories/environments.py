@@ -20,7 +20,7 @@ HISTORY_LIMIT = 100
 def _row(r) -> EnvironmentRow:
     return EnvironmentRow(id=r.id, model_id=r.model_id, name=r.name, deployment_id=r.deployment_id,
                           pending_deployment_id=r.pending_deployment_id, created_at=r.created_at,
-                          updated_at=r.updated_at)
+                          updated_at=r.updated_at, capture=bool(r.capture))
 
 
 class EnvironmentRepository(Repository):
@@ -87,6 +87,13 @@ class EnvironmentRepository(Repository):
         with self._scope() as conn:
             conn.execute(update(environments).where(environments.c.id == environment_id).values(
                 pending_deployment_id=deployment_id, updated_at=now))
+            return _row(conn.execute(select(environments).where(environments.c.id == environment_id)).one())
+
+    def set_capture(self, environment_id: int, capture: bool, now: float) -> EnvironmentRow:
+        """Turn trace capture of the environment's traffic on or off."""
+        with self._scope() as conn:
+            conn.execute(update(environments).where(environments.c.id == environment_id).values(
+                capture=capture, updated_at=now))
             return _row(conn.execute(select(environments).where(environments.c.id == environment_id)).one())
 
     def history(self, environment_id: int, *, limit: int = HISTORY_LIMIT) -> list[HistoryRow]:
