@@ -179,8 +179,18 @@ class Proxy:
                 tried |= {replica_id}
                 continue
             healthy: bool | None = None
+            can_retry = attempt + 1 < attempts and _has_other(target, tried | {replica_id})
             try:
-                healthy = await self._relay(call, target, response, deadline, send, receive)
+                healthy = await self._relay(call, target, response, deadline, send, receive, can_retry)
+            except _BrokenBeforeSending as broken:
+                # Headers came, then the replica died before the whole body: nothing reached the
+                # client yet, so this is still a failure before the first byte.
+                healthy = False
+                tried |= {replica_id}
+                failure = broken.error
+                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "reset")
+                log.warning("replica %s broke off before its answer was sent: %s", replica_id, broken.error.message)
+                continue
             finally:
                 response.close()
                 tracker.end(replica_id, deployment_id)
@@ -219,9 +229,10 @@ class Proxy:
         await send_json(send, error.status_code, body, headers)
 
     async def _relay(self, call: Call, target: Target, response: UpstreamResponse, deadline: float, send: Send,
-                     receive: Receive) -> bool | None:
+                     receive: Receive, can_retry: bool = False) -> bool | None:
         """Pass the replica's answer on. Whether the replica did its part: True (answered whole, below
-        500), False (a 5xx, or broken off), None (the client left first)."""
+        500), False (a 5xx, or broken off), None (the client left first). With `can_retry`, a whole
+        body that breaks off before anything was sent raises _BrokenBeforeSending for another replica."""
         status = response.status
         content_type = b"application/json"
         length: int | None = None
@@ -239,6 +250,8 @@ class Proxy:
             try:
                 body = await response.read_all(self.config.stream_idle_timeout, deadline)
             except UpstreamError as exc:
+                if can_retry:
+                    raise _BrokenBeforeSending(exc) from exc
                 await self.refuse(call, target, exc, send)
                 return False
             units = units_from_body(body) if b"json" in content_type else None
@@ -363,6 +376,14 @@ class Proxy:
         if call.trace is not None and self.capture is not None:
             fields["units"] = measured if call.route != "predict" else None
             self.capture.submit(fields, call.trace)
+
+
+class _BrokenBeforeSending(Exception):
+    """A whole-body answer broke off after its headers, before anything was sent to the client."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:

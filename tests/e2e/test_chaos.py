@@ -6,7 +6,7 @@ Closed-loop clients send non-streamed and streamed requests through the gateway 
 
 What must hold:
   - no non-streamed request fails: a replica killed before it answered is retried on another
-    (but see TOLERATE_BUFFERED_ANSWER_BROKEN for a kill between an answer's headers and body);
+    (a kill between an answer's headers and its body included);
   - every stream either finishes (all its chunks, then `data: [DONE]`) or ends with the explicit
     `{"error": {..., "code": "upstream_disconnected"}}` event and no [DONE]: never silently short;
   - the store bills every answered request exactly once: one usage row per request id the client
@@ -47,11 +47,10 @@ STREAM_CHUNKS = 10
 CHUNK_DELAY = 0.03
 BROKEN_STREAM_STATUS = 502  # how the gateway bills an answer that broke off midway
 # A replica writes a non-streamed answer's headers and its body in two writes; SIGKILLed between
-# them, the gateway has the headers, then a closed connection, and answers 502 upstream_broken
-# without trying another replica, though nothing reached the client yet (about 1 in 30,000
-# requests here). Tolerated, counted and checked for billing until the gateway retries such a
-# buffered answer elsewhere like a failure before the first byte; then set this to False.
-TOLERATE_BUFFERED_ANSWER_BROKEN = True
+# them, the gateway has the headers, then a closed connection. Nothing reached the client yet, so
+# the gateway retries it on another replica: no such 502 is tolerated (True would accept one per
+# kill, counted and checked for billing).
+TOLERATE_BUFFERED_ANSWER_BROKEN = False
 
 MODEL_PY = '''\
 """Answers in OpenAI's chat shape; with "stream": true, one chat.completion.chunk per delay."""

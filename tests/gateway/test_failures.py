@@ -53,8 +53,10 @@ CHUNK = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model"
 class DyingReplica:
     """Streams one chat chunk (split across two writes, then half of a second one), then dies."""
 
-    def __init__(self, content_type: bytes = b"text/event-stream") -> None:
+    def __init__(self, content_type: bytes = b"text/event-stream", content_length: int | None = None) -> None:
         self.content_type = content_type
+        self.content_length = content_length
+        self.calls = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -65,7 +67,11 @@ class DyingReplica:
                     return
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", self.content_type)]})
+        self.calls += 1
+        headers = [(b"content-type", self.content_type)]
+        if self.content_length is not None:
+            headers.append((b"content-length", b"%d" % self.content_length))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": CHUNK[:30], "more_body": True})
         await asyncio.sleep(0.02)
         await send({"type": "http.response.body", "body": CHUNK[30:] + CHUNK[:40], "more_body": True})
@@ -77,8 +83,8 @@ class DyingReplica:
 def dying():
     servers = []
 
-    def start(content_type: bytes = b"text/event-stream") -> ServerThread:
-        server = ServerThread(DyingReplica(content_type)).start()
+    def start(content_type: bytes = b"text/event-stream", content_length: int | None = None) -> ServerThread:
+        server = ServerThread(DyingReplica(content_type, content_length)).start()
         servers.append(server)
         return server
 
@@ -185,3 +191,17 @@ def test_a_failed_probe_keeps_the_replica_out_for_another_cooldown(replicas, gat
             http.post("/models/echo/predict", json={})
         assert bad.requests == 3, "one probe, which failed"
         assert gw.app.tracker.state("d-echo-r0", time.monotonic()) == "open"
+
+
+def test_a_whole_body_broken_before_anything_was_sent_is_retried_on_another_replica(dying, replicas, gateway):
+    """Headers came, then the replica died before the rest of a buffered body: the client has seen
+    nothing, so another replica answers and the request is billed once, as answered."""
+    dead = dying(b"application/json", content_length=4096)
+    (healthy,) = replicas(1)
+    gw = gateway(world([dead.url, healthy.url]), breaker_failures=100)
+    with gw.client() as http:
+        answers = [http.post("/models/echo/predict", json={"n": i}) for i in range(6)]
+    assert [a.status_code for a in answers] == [200] * 6
+    assert dead.app.calls >= 1  # the dying replica was tried and its answer never reached a client
+    records = gw.sink.wait_for(6)
+    assert sorted(r.status_code for r in records) == [200] * 6
