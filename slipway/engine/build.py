@@ -1,12 +1,16 @@
 """From an `EngineConfig` and a model folder to the parts an engine runs on.
 
-Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks),
-checks that the pieces fit together (a whole max_model_len sequence must fit in the cache),
-loads the weights and the tokenizer, and allocates the cache.
+Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks,
+whether to compile), checks that the pieces fit together (a whole max_model_len sequence must
+fit in the cache), loads the weights and the tokenizer, allocates the cache, and compiles the
+decode step when asked to.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from slipway.engine.errors import UnsupportedModelError
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.loader import load_model
 from slipway.engine.runner import ModelRunner, kv_cache_bytes_per_block
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MODEL_LEN = 4096
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -33,6 +39,8 @@ class EngineParts:
     device: torch.device
     dtype: torch.dtype
     tokenizer: Any | None
+    compile_seconds: float | None = None
+    """Time spent compiling the decode step; None when it runs eagerly."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,9 +102,45 @@ def build_engine_parts(model_path: str | Path, config: EngineConfig, tokenizer: 
     max_query = 1 + (config.speculative.num_speculative_tokens if config.speculative else 0)
     runner = ModelRunner(model, num_blocks=num_kv_blocks, block_size=config.block_size, kv_dtype=dtype,
                          compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query)
+    compile_seconds = None
+    if should_compile(config, device, model):
+        compile_seconds = compile_decode(runner)
     if tokenizer == "auto":
         tokenizer = load_tokenizer(model_path)
-    return EngineParts(model_config, runner, max_model_len, num_kv_blocks, device, dtype, tokenizer)
+    return EngineParts(model_config, runner, max_model_len, num_kv_blocks, device, dtype, tokenizer, compile_seconds)
+
+
+def should_compile(config: EngineConfig, device: torch.device, model: torch.nn.Module) -> bool:
+    """Only when `config.compile` asks for it, on CPU with a C++ compiler for inductor.
+
+    Off by default: on a 2-core machine with a cold inductor cache the compile took minutes, and a
+    replica is not ready until it ends, which a cold start held at the gateway cannot wait for.
+    """
+    if not config.compile or device.type != "cpu":
+        return False
+    if not has_cpp_compiler():
+        log.warning("compile was asked for but no C++ compiler was found for inductor; running eagerly")
+        return False
+    return True
+
+
+def has_cpp_compiler() -> bool:
+    """Whether inductor will find a C++ compiler (it honours $CXX, then looks for the usual ones)."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+    return any(shutil.which(name) for name in candidates)
+
+
+def compile_decode(runner: ModelRunner) -> float | None:
+    """Compile the runner's decode step; on failure log why and stay eager (None)."""
+    log.info("compiling the decode step (about half a minute on 2 cores; less once inductor's cache is warm)")
+    try:
+        seconds = runner.enable_compiled_decode()
+    except Exception as error:  # inductor failures are many and varied; eager still serves
+        log.warning("compiling the decode step failed; it runs eagerly (set compile: false to skip trying)",
+                    extra={"error": f"{type(error).__name__}: {error}"})
+        return None
+    log.info("compiled the decode step", extra={"seconds": round(seconds, 1)})
+    return seconds
 
 
 def load_tokenizer(model_path: Path) -> Any | None:

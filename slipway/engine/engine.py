@@ -43,6 +43,8 @@ class LLMEngine:
         self.runner = parts.runner
         self.tokenizer = parts.tokenizer
         self.device = parts.device
+        self.compile_seconds = parts.compile_seconds
+        """Time the decode step took to compile at start-up; None when it runs eagerly."""
         self.max_model_len = parts.max_model_len
         self.kv = KVCacheManager(parts.num_kv_blocks, self.config.block_size,
                                  enable_prefix_caching=self.config.enable_prefix_caching)
@@ -168,6 +170,7 @@ class LLMEngine:
             "num_steps": self._num_steps,
             "generated_tokens": self._num_generated_tokens,
             "max_model_len": self.max_model_len,
+            "compile_seconds": self.compile_seconds,
         }
 
     # -- internals -------------------------------------------------------------------------

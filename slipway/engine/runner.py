@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, PrefillSpan
+from slipway.engine.models.compiled import MIN_BATCH_SIZE, MIN_BLOCK_TABLE_WIDTH, CompiledDecode
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.llama import LlamaForCausalLM
 
@@ -53,15 +54,69 @@ class ModelRunner:
         self.max_batched_query_len = max_batched_query_len
         # Zeroed, not empty: masked-out slots still enter the value matmul with weight 0, and
         # 0 * NaN from uninitialised memory would poison the output.
+        # Heads before blocks: see models/attention.py for why.
         self.kv_cache = torch.zeros(
-            config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim,
+            config.num_layers, 2, config.num_kv_heads, num_blocks, block_size, config.head_dim,
             dtype=kv_dtype, device=self.device,
         )
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(config.num_layers)]
+        # [layers, 2, kv_heads, slots, head_dim]: where a decode step's keys and values land.
+        self._cache_slots = self.kv_cache.flatten(3, 4)
+        self.compiled_decode: CompiledDecode | None = None
+        """Set by `enable_compiled_decode`; pure-decode steps then run compiled."""
+
+    def enable_compiled_decode(self) -> float:
+        """Compile the decode step now; returns the seconds it took."""
+        compiled = CompiledDecode(self.model, self.kv_cache, self.compute_dtype)
+        seconds = compiled.warm_up()
+        self.compiled_decode = compiled
+        return seconds
 
     @torch.inference_mode()
     def execute(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
         """Forward all inputs as one flat batch -> logits [sum(num_logits), vocab], in input order."""
+        if all(len(x.token_ids) == 1 and x.num_logits == 1 for x in inputs):
+            return self._execute_decode(inputs)
+        return self._execute_mixed(inputs)
+
+    # -- one token per sequence ------------------------------------------------------------
+
+    def _execute_decode(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
+        size = self.block_size
+        num_seqs = len(inputs)
+        compiled = self.compiled_decode is not None
+        num_rows = max(num_seqs, MIN_BATCH_SIZE) if compiled else num_seqs
+        # The past of a token at position p is p tokens: the first ceil(p / size) blocks.
+        width = max(MIN_BLOCK_TABLE_WIDTH, max(-(-x.start_position // size) for x in inputs))
+        token_ids = [x.token_ids[0] for x in inputs]
+        positions = [x.start_position for x in inputs]
+        tables = [list(x.block_table[:width]) for x in inputs]
+        slots = [x.block_table[p // size] * size + p % size for x, p in zip(inputs, positions)]
+        # Padding rows: token 0 at position 0 attends to itself only; its keys are never written.
+        padding = num_rows - num_seqs
+        token_ids += [0] * padding
+        positions += [0] * padding
+        tables = [t + [0] * (width - len(t)) for t in tables] + [[0] * width] * padding
+        return self.forward_decode(self._tensor(token_ids), self._tensor(positions), self._tensor(tables),
+                                   self._tensor(slots), compiled=compiled)
+
+    def forward_decode(self, token_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
+                       slots: torch.Tensor, *, compiled: bool) -> torch.Tensor:
+        """The model's decode step, then the step's keys and values written into `slots`;
+        logits of the first len(slots) rows (the rest are padding)."""
+        if compiled:
+            assert self.compiled_decode is not None
+            logits, new_kv = self.compiled_decode(token_ids, positions, block_tables)
+        else:
+            logits, new_kv = self.model.decode(token_ids, positions, block_tables, self.kv_cache,
+                                               self.compute_dtype)
+        num_seqs = slots.shape[0]
+        self._cache_slots.index_copy_(3, slots, new_kv[:, :, :, :num_seqs])
+        return logits[:num_seqs]
+
+    # -- any mix of prefill chunks, decodes and drafts -------------------------------------
+
+    def _execute_mixed(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
         prefill = [i for i, x in enumerate(inputs) if len(x.token_ids) > self.max_batched_query_len]
         batched = [i for i, x in enumerate(inputs) if len(x.token_ids) <= self.max_batched_query_len]
         order = prefill + batched
@@ -69,13 +124,14 @@ class ModelRunner:
         positions: list[int] = []
         slots: list[int] = []
         flat_start: dict[int, int] = {}
+        size = self.block_size
         for i in order:
             x = inputs[i]
             flat_start[i] = len(token_ids)
             token_ids.extend(x.token_ids)
             span = range(x.start_position, x.start_position + len(x.token_ids))
             positions.extend(span)
-            table, size = x.block_table, self.block_size
+            table = x.block_table
             slots.extend(table[p // size] * size + p % size for p in span)
         logits_indices: list[int] = []
         for i, x in enumerate(inputs):
@@ -87,10 +143,14 @@ class ModelRunner:
             prefills=[self._prefill_span(inputs[i], flat_start[i]) for i in prefill],
             batched=self._batched_queries([inputs[i] for i in batched], flat_start[batched[0]]) if batched else None,
         )
-        return self.model(
-            self._tensor(token_ids), self._tensor(positions), self.kv_caches, meta,
-            self._tensor(logits_indices), compute_dtype=self.compute_dtype,
-        )
+        return self.forward_mixed(self._tensor(token_ids), self._tensor(positions), meta,
+                                  self._tensor(logits_indices))
+
+    def forward_mixed(self, token_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                      logits_indices: torch.Tensor) -> torch.Tensor:
+        """The model's general forward (eager), writing the step's keys and values as it goes."""
+        return self.model(token_ids, positions, self.kv_caches, meta, logits_indices,
+                          compute_dtype=self.compute_dtype)
 
     def _tensor(self, values: Sequence[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)

@@ -2,25 +2,32 @@
 
 The cache of one layer is two tensors (keys, values) of shape
 
-    [num_blocks, block_size, num_kv_heads, head_dim]
+    [num_kv_heads, num_blocks, block_size, head_dim]
 
 and a sequence's tokens live in the blocks its block table names, in order: token at position
 p sits in block `block_table[p // block_size]`, row `p % block_size` (its *slot* is
-`block_id * block_size + p % block_size`).
+`block_id * block_size + p % block_size`). Heads come first so that gathering a batch's blocks,
+`cache[:, block_tables]`, yields [kv_heads, seqs, tokens, head_dim]: already the layout of a
+batched matmul, with no transposing copy.
 
 A step's tokens arrive flat, prefill spans first, then the batched group:
 
     flat tokens: [ span A (prefill chunk) | span B (prefill) | d0 d1 d2 (decode) ... ]
                   ^ PrefillSpan each: one attention call     ^ BatchedQueries: one call for all
 
-Every layer first writes the step's new keys and values into their slots (one `index_copy_`),
-then attends: a prefill span over its own fresh keys when it has no past, otherwise over the
-blocks its table names; the batched group (sequences with only a few new tokens: decodes and
-speculative verification) reads all its blocks in one gather and one call. Only the blocks a
-sequence uses are read, never the whole cache. Grouped-query attention never repeats keys: the
-batched group folds the query heads that share a KV head into the query rows (a reshape), and
-spans use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (float32 on CPU, where it is much
+`paged_attention` first writes the step's new keys and values into their slots (one
+`index_copy_`), then attends: a prefill span over its own fresh keys when it has no past,
+otherwise over the blocks its table names; the batched group (sequences with only a few new
+tokens: decodes and speculative verification) reads all its blocks in one gather and one call.
+Only the blocks a sequence uses are read, never the whole cache. Grouped-query attention never
+repeats keys: the query heads that share a KV head become extra query rows (a reshape), and spans
+use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (float32 on CPU, where it is much
 faster than bfloat16) whatever the cache's dtype.
+
+`decode_attention` is the pure variant for steps where every sequence brings one token: it reads
+the cache and never writes it, attending over each sequence's cached past plus the token's own
+fresh key and value, so it can run inside a compiled graph; the caller writes the step's keys
+and values into the cache once, after the forward.
 """
 
 from __future__ import annotations
@@ -77,18 +84,18 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     q: [tokens, heads, head_dim]; k, v: [tokens, kv_heads, head_dim] -> [tokens, heads, head_dim].
     """
-    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
-    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+    num_kv_heads, head_dim = k_cache.shape[0], k_cache.shape[3]
+    k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, meta.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
+    v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, meta.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
 
     out = torch.empty_like(q)
     for span in meta.prefills:
         end = span.start + span.num_tokens
         if span.block_table is None:
-            keys, values = k[span.start:end], v[span.start:end]
+            keys, values = k[span.start:end].transpose(0, 1), v[span.start:end].transpose(0, 1)
         else:
-            keys = _gather(k_cache, span.block_table, compute_dtype).flatten(0, 1)[: span.context_len]
-            values = _gather(v_cache, span.block_table, compute_dtype).flatten(0, 1)[: span.context_len]
+            keys = _gather(k_cache, span.block_table, compute_dtype).flatten(1, 2)[:, : span.context_len]
+            values = _gather(v_cache, span.block_table, compute_dtype).flatten(1, 2)[:, : span.context_len]
         past = span.context_len - span.num_tokens
         out[span.start:end] = _attend_span(q[span.start:end], keys, values, past, compute_dtype)
     if meta.batched is not None:
@@ -101,14 +108,54 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor,
+                     compute_dtype: torch.dtype) -> torch.Tensor:
+    """One new token per sequence over its cached past and itself; the cache is only read.
+
+    q: [seqs, heads, head_dim]; k, v: [seqs, kv_heads, head_dim], the tokens' own keys and values;
+    block_tables: [seqs, max_blocks] (padded with any valid block id); context_lens: [seqs], how
+    many cached tokens each sequence attends to before its own. -> [seqs, heads, head_dim].
+    """
+    num_seqs, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    per_kv = num_heads // num_kv_heads
+    # Query heads sharing a KV head are the rows of one product: [kv_heads, seqs, per_kv, head_dim].
+    qg = q.view(num_seqs, num_kv_heads, per_kv, head_dim).transpose(0, 1).to(compute_dtype) * head_dim ** -0.5
+    keys = k_cache[:, block_tables].flatten(2, 3)  # [kv_heads, seqs, past, head_dim], cache precision
+    values = v_cache[:, block_tables].flatten(2, 3)
+    # Compiled, products summed by hand fuse with the gather and the conversion into one pass
+    # over the cached blocks; a matmul would first copy every gathered block out in compute
+    # precision. Eager, the matmul is the fast way.
+    fused = torch.compiler.is_compiling()
+    if fused:
+        past_scores = (qg[:, :, :, None, :] * keys[:, :, None, :, :].to(compute_dtype)).sum(-1)
+    else:
+        past_scores = qg @ keys.to(compute_dtype).transpose(-1, -2)
+    key_positions = torch.arange(past_scores.shape[-1], device=q.device)
+    beyond = key_positions[None, :] >= context_lens[:, None]
+    past_scores = past_scores.masked_fill(beyond[None, :, None, :], float("-inf"))
+    own_k = k.transpose(0, 1).to(compute_dtype)[:, :, None, :]
+    own_v = v.transpose(0, 1).to(compute_dtype)[:, :, None, :]
+    own_score = (qg * own_k).sum(-1, keepdim=True)
+    probs = torch.cat((past_scores, own_score), dim=-1).softmax(dim=-1)
+    past_probs, own_prob = probs[..., :-1], probs[..., -1:]
+    if fused:
+        out = (past_probs[..., None] * values[:, :, None, :, :].to(compute_dtype)).sum(-2)
+    else:
+        out = past_probs @ values.to(compute_dtype)
+    out = out + own_prob * own_v
+    return out.transpose(0, 1).reshape(num_seqs, num_heads, head_dim).to(q.dtype)
+
+
 def _attend_span(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, past: int,
                  compute_dtype: torch.dtype) -> torch.Tensor:
-    """One sequence: q [T, H, D] over keys/values [past + T, KV, D], causal from `past`."""
+    """One sequence: q [T, H, D] over keys/values [KV, past + T, D], causal from `past`."""
     num_tokens = q.shape[0]
     # 4-D inputs let SDPA pick its fused CPU kernel; enable_gqa shares KV heads without a copy.
     qh = q.to(compute_dtype).transpose(0, 1)[None]
-    kh = keys.to(compute_dtype).transpose(0, 1)[None]
-    vh = values.to(compute_dtype).transpose(0, 1)[None]
+    kh = keys.to(compute_dtype)[None]
+    vh = values.to(compute_dtype)[None]
     if past == 0:
         out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True, enable_gqa=True)
     else:
@@ -120,9 +167,9 @@ def _attend_span(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, past
 
 
 def _gather(cache: torch.Tensor, block_tables: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
-    """The blocks a table names, in compute precision. Converting the gathered blocks while
-    they are contiguous is several times faster than converting a transposed view later."""
-    return cache[block_tables].to(compute_dtype)
+    """The blocks the tables name, in compute precision: [kv_heads, *block_tables.shape, block_size,
+    head_dim]. Converting while the gathered blocks are contiguous is the fast way round."""
+    return cache[:, block_tables].to(compute_dtype)
 
 
 def _attend_batched(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -130,14 +177,15 @@ def _attend_batched(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     """All short sequences at once -> [seqs, max_queries, heads, head_dim]."""
     num_seqs, max_queries = group.token_index.shape
     num_heads, head_dim = q.shape[1], q.shape[2]
-    num_kv_heads = k_cache.shape[2]
+    num_kv_heads = k_cache.shape[0]
     per_kv = num_heads // num_kv_heads
     # Query heads sharing a KV head become extra query rows: [B, KV, per_kv * Q, D].
     rows = q.unsqueeze(1) if max_queries == 1 else q[group.token_index]
     qb = rows.view(num_seqs, max_queries, num_kv_heads, per_kv, head_dim)
     qb = qb.permute(0, 2, 3, 1, 4).reshape(num_seqs, num_kv_heads, per_kv * max_queries, head_dim)
-    keys = _gather(k_cache, group.block_tables, compute_dtype).flatten(1, 2).transpose(1, 2)
-    values = _gather(v_cache, group.block_tables, compute_dtype).flatten(1, 2).transpose(1, 2)
+    # [KV, B, L, D] seen as [B, KV, L, D]: SDPA takes the strides as they are.
+    keys = _gather(k_cache, group.block_tables, compute_dtype).flatten(2, 3).transpose(0, 1)
+    values = _gather(v_cache, group.block_tables, compute_dtype).flatten(2, 3).transpose(0, 1)
     mask = group.key_mask
     if max_queries > 1 and per_kv > 1:
         length = mask.shape[-1]

@@ -5,6 +5,13 @@ many sequences together) and returns logits only for the rows the caller samples
 q/k/v projections are fused into one matmul and gate/up into another; Qwen2's q/k/v biases ride
 on the fused projection. Parameter names differ from Hugging Face's only where fused; `loader`
 maps checkpoint tensors onto them.
+
+Two entry points share the weights and the arithmetic:
+
+    forward  any flat batch (prefill chunks, decodes, drafts); writes the step's keys and values
+             into the cache as each layer computes them
+    decode   one new token per sequence; a pure function of its inputs (the cache is only read,
+             the step's keys and values come back for the caller to write), so it compiles
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slipway.engine.models.attention import AttentionMetadata, paged_attention
+from slipway.engine.models.attention import AttentionMetadata, decode_attention, paged_attention
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary
 
@@ -35,14 +42,25 @@ class LlamaAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache,
                 meta: AttentionMetadata, compute_dtype: torch.dtype) -> torch.Tensor:
+        q, k, v = self._project(hidden, rope)
+        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype)
+        return self.o_proj(out.flatten(1))
+
+    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, block_tables: torch.Tensor,
+               context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output, the tokens' keys, their values); reads the cache only."""
+        q, k, v = self._project(hidden, rope)
+        out = decode_attention(q, k, v, kv_cache[0], kv_cache[1], block_tables, context_lens, compute_dtype)
+        return self.o_proj(out.flatten(1)), k, v
+
+    def _project(self, hidden: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num_tokens = hidden.shape[0]
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         q, k = apply_rotary(q, k, *rope)
-        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype)
-        return self.o_proj(out.reshape(num_tokens, self.q_size))
+        return q, k, v
 
 
 class LlamaMLP(nn.Module):
@@ -69,6 +87,13 @@ class LlamaDecoderLayer(nn.Module):
                 meta: AttentionMetadata, compute_dtype: torch.dtype) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, kv_cache, meta, compute_dtype)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, block_tables: torch.Tensor,
+               context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attended, k, v = self.self_attn.decode(self.input_layernorm(hidden), rope, kv_cache, block_tables,
+                                               context_lens, compute_dtype)
+        hidden = hidden + attended
+        return hidden + self.mlp(self.post_attention_layernorm(hidden)), k, v
 
 
 class LlamaForCausalLM(nn.Module):
@@ -97,3 +122,21 @@ class LlamaForCausalLM(nn.Module):
         # Norm and LM head only for the rows that are sampled: a prefill chunk needs at most one.
         hidden = self.norm(hidden[logits_indices])
         return self.lm_head(hidden).float()
+
+    def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
+               kv_cache: torch.Tensor, compute_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per sequence -> (float32 logits [seqs, vocab], new keys and values
+        [layers, 2, kv_heads, seqs, head_dim]); see the module docstring.
+
+        kv_cache: [layers, 2, kv_heads, blocks, block_size, head_dim], read only. A token at
+        position p attends to the p cached tokens its block table holds, and to itself.
+        """
+        hidden = self.embed_tokens(input_ids)
+        rope = self.rotary.cos_sin(positions, hidden.dtype)
+        new_kv = []
+        for index, layer in enumerate(self.layers):
+            hidden, k, v = layer.decode(hidden, rope, (kv_cache[index, 0], kv_cache[index, 1]), block_tables,
+                                        positions, compute_dtype)
+            new_kv.append(torch.stack((k, v)).transpose(1, 2))
+        logits = self.lm_head(self.norm(hidden)).float()
+        return logits, torch.stack(new_kv).to(kv_cache.dtype)

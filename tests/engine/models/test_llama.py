@@ -110,3 +110,38 @@ def test_architecture_variants_match_hf(kind, tmp_path):
     logits = torch.cat([runner.execute([ForwardInput(tokens[:90], 0, table, 90)]),
                         runner.execute([ForwardInput(tokens[90:], 90, table, 10)])])
     torch.testing.assert_close(logits, hf_logits(model, tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_decode_step_matches_hf_and_writes_keys_once(checkpoint):
+    """The pure decode step (one token per sequence, cache read-only) over contexts of 0, 5 and
+    8 tokens (a block boundary): HF's logits, and the same keys the general forward writes."""
+    folder, model = checkpoint
+    runner, reference = make_runner(folder), make_runner(folder)
+    prompts = [random_prompt(1, seed=7), random_prompt(6, seed=8), random_prompt(9, seed=9)]
+    tables = [[4, 0], [1, 7], [2, 5, 3]]
+    pasts = [ForwardInput(p[:-1], 0, t, 0) for p, t in zip(prompts, tables) if len(p) > 1]
+    for r in (runner, reference):
+        r.execute(pasts)
+    decodes = [ForwardInput(p[-1:], len(p) - 1, t, 1) for p, t in zip(prompts, tables)]
+    logits = runner.execute(decodes)  # every input one token: the decode path
+    expected = torch.stack([hf_logits(model, p)[-1] for p in prompts])
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    reference._execute_mixed(decodes)  # the general forward writes as it goes
+    torch.testing.assert_close(runner.kv_cache, reference.kv_cache, atol=1e-6, rtol=1e-6)
+
+
+def test_padding_rows_of_a_decode_batch_change_nothing(llama_checkpoint):
+    folder, _ = llama_checkpoint
+    runner = make_runner(folder)
+    prompt = random_prompt(7, seed=10)
+    runner.execute([ForwardInput(prompt[:-1], 0, [3, 1], 0)])
+    before = runner.kv_cache.clone()
+    tokens = torch.tensor([prompt[-1], 0, 0])
+    positions = torch.tensor([6, 0, 0])
+    tables = torch.tensor([[3, 1, 0], [0, 0, 0], [0, 0, 0]])  # two padding rows on block 0
+    padded = runner.forward_decode(tokens, positions, tables, torch.tensor([3 * 4 + 2]), compiled=False)
+    alone = runner.model.decode(tokens[:1], positions[:1], tables[:1, :2], before)[0]
+    assert padded.shape[0] == 1
+    torch.testing.assert_close(padded, alone)
+    written = (runner.kv_cache != before).nonzero()[:, 3].unique().tolist()
+    assert written == [3], "only the real row's slot (block 3) is written"
