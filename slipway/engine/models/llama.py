@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slipway.engine.models.attention import AttentionMetadata, decode_attention, paged_attention
+from slipway.engine.models.attention import AttentionMetadata, block_rows, decode_attention, paged_attention
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary
 
@@ -46,11 +46,11 @@ class LlamaAttention(nn.Module):
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype)
         return self.o_proj(out.flatten(1))
 
-    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, block_tables: torch.Tensor,
+    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(output, the tokens' keys, their values); reads the cache only."""
         q, k, v = self._project(hidden, rope)
-        out = decode_attention(q, k, v, kv_cache[0], kv_cache[1], block_tables, context_lens, compute_dtype)
+        out = decode_attention(q, k, v, kv_cache[0], kv_cache[1], rows, context_lens, compute_dtype)
         return self.o_proj(out.flatten(1)), k, v
 
     def _project(self, hidden: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -88,9 +88,9 @@ class LlamaDecoderLayer(nn.Module):
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, kv_cache, meta, compute_dtype)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
-    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, block_tables: torch.Tensor,
+    def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attended, k, v = self.self_attn.decode(self.input_layernorm(hidden), rope, kv_cache, block_tables,
+        attended, k, v = self.self_attn.decode(self.input_layernorm(hidden), rope, kv_cache, rows,
                                                context_lens, compute_dtype)
         hidden = hidden + attended
         return hidden + self.mlp(self.post_attention_layernorm(hidden)), k, v
@@ -133,9 +133,10 @@ class LlamaForCausalLM(nn.Module):
         """
         hidden = self.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions, hidden.dtype)
+        rows = block_rows(block_tables, kv_cache[0, 0])  # where each layer's blocks sit: the same for all
         new_kv = []
         for index, layer in enumerate(self.layers):
-            hidden, k, v = layer.decode(hidden, rope, (kv_cache[index, 0], kv_cache[index, 1]), block_tables,
+            hidden, k, v = layer.decode(hidden, rope, (kv_cache[index, 0], kv_cache[index, 1]), rows,
                                         positions, compute_dtype)
             new_kv.append(torch.stack((k, v)).transpose(1, 2))
         logits = self.lm_head(self.norm(hidden)).float()

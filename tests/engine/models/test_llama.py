@@ -123,7 +123,7 @@ def test_decode_step_matches_hf_and_writes_keys_once(checkpoint):
     for r in (runner, reference):
         r.execute(pasts)
     decodes = [ForwardInput(p[-1:], len(p) - 1, t, 1) for p, t in zip(prompts, tables)]
-    logits = runner.execute(decodes)  # every input one token: the decode path
+    logits = runner.execute_decode(decodes)
     expected = torch.stack([hf_logits(model, p)[-1] for p in prompts])
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     reference._execute_mixed(decodes)  # the general forward writes as it goes
