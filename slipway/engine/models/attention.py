@@ -23,8 +23,8 @@ otherwise over the blocks its table names; the batched group (sequences with onl
 tokens: decodes and speculative verification) reads all its blocks in one gather and one call.
 Only the blocks a sequence uses are read, never the whole cache. Grouped-query attention never
 repeats keys: the query heads that share a KV head become extra query rows (a reshape), and spans
-use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (float32 on CPU, where it is much
-faster than bfloat16) whatever the cache's dtype.
+use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (the weights' dtype, but float32 for
+float16 on CPU) whatever the cache's dtype.
 
 `decode_attention` is the pure variant for steps where every sequence brings one token: it reads
 the cache and never writes it, attending over each sequence's cached past plus the token's own
