@@ -13,9 +13,12 @@ It is thread-safe: `publish` may be called from worker threads while readers wai
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from slipway.spec.fine_tuning import ADAPTER_DIR
 from slipway.spec.replica import ReplicaState
 from slipway.spec.snapshot import (
-    DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
+    AdapterEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
 )
 from slipway.store import RUNNING_STATUSES, Store
 
@@ -33,6 +36,7 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
         if missing:
             deployments.update({d.id: d for d in tx.deployments.list(ids=sorted(missing))})
         replicas = tx.replicas.list_live()
+        fine_tuned = tx.fine_tuning.list_fine_tuned()
 
     environments_by_model: dict[str, dict[str, str]] = {}
     captured_by_model: dict[str, list[str]] = {}
@@ -41,6 +45,9 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
             captured_by_model.setdefault(environment.model_id, []).append(environment.name)
         if environment.deployment_id:
             environments_by_model.setdefault(environment.model_id, {})[environment.name] = environment.deployment_id
+    adapters = {(job.workspace_id, job.fine_tuned_model): AdapterEntry(base_model=job.model,
+                                                                       path=str(Path(job.job_dir) / ADAPTER_DIR))
+                for job in fine_tuned if job.job_dir and job.fine_tuned_model}
     replicas_by_deployment: dict[str, list[ReplicaEntry]] = {}
     for replica in replicas:
         if replica.url:
@@ -51,7 +58,8 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
         keys=[KeyEntry(key_id=k.id, key_hash=k.key_hash, workspace_id=k.workspace_id, scopes=list(k.scopes),
                        models=list(k.models) if k.models is not None else None) for k in keys],
         models=[ModelEntry(workspace_id=m.workspace_id, name=m.name, environments=environments_by_model.get(m.id, {}),
-                           capture_environments=captured_by_model.get(m.id, []))
+                           capture_environments=captured_by_model.get(m.id, []),
+                           adapter=adapters.get((m.workspace_id, m.name)))
                 for m in models],
         deployments=[
             DeploymentEntry(

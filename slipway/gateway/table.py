@@ -5,6 +5,11 @@
     target = table.resolve_model(workspace_id, "name@env")      # a deployment, or NotFoundError
     target = table.resolve_deployment(workspace_id, "d-…")
 
+A fine-tuned model (`base:ft-…`, an adapter registered by a fine-tuning job) with no deployment of
+its own resolves to its base model's deployment in the same environment, and its `Target` carries
+the adapter: the proxy tells the replica which adapter to apply (by name and folder), so every
+replica of the base serves exactly the adapters the control plane has registered.
+
 Visibility is by workspace: a model or deployment of another workspace is reported exactly like
 one that does not exist, so a key learns nothing about names it may not use.
 """
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 from slipway.errors import NotFoundError
 from slipway.routing import RoutingPolicy, get_policy
-from slipway.spec.snapshot import DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot
+from slipway.spec.snapshot import AdapterEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class Target:
     environment: str | None
     capture: bool = False
     """Store a trace of this request: its deployment or its environment captures."""
+    adapter: AdapterEntry | None = None
+    """The LoRA adapter the replica applies (a fine-tuned model served on its base's replicas)."""
 
 
 class RouteTable:
@@ -87,6 +94,8 @@ class RouteTable:
         if model is None:
             raise NotFoundError(f"model {name!r} does not exist; list the models this key can call with "
                                 "GET /v1/models")
+        if model.adapter is not None and not any(model.environments.values()):
+            return self._resolve_adapter(workspace_id, model, model.adapter, environment)
         if environment is None:
             environment = PRODUCTION if model.environments.get(PRODUCTION) else DEVELOPMENT
         deployment_id = model.environments.get(environment)
@@ -102,6 +111,21 @@ class RouteTable:
         capture = route.entry.capture or environment in model.capture_environments
         return Target(route, name, environment, capture)
 
+    def _resolve_adapter(self, workspace_id: str, model: ModelEntry, adapter: AdapterEntry,
+                         environment: str | None) -> Target:
+        base = self.models.get((workspace_id, adapter.base_model))
+        if base is None:
+            raise NotFoundError(f"model {model.name!r} is an adapter of {adapter.base_model!r}, which does not exist "
+                                "any more; deploy the base model again to serve it")
+        try:
+            target = self.resolve_model(workspace_id, base.name, environment)
+        except NotFoundError as exc:
+            raise NotFoundError(f"model {model.name!r} is served on its base model's replicas: {exc.message}") from None
+        if target.route.entry.kind != "llm":
+            raise NotFoundError(f"model {model.name!r} is a LoRA adapter, but its base {base.name!r} is served by a "
+                                f"{target.route.entry.kind!r} deployment; adapters need an llm deployment")
+        return Target(target.route, model.name, target.environment, target.capture, adapter)
+
     def resolve_deployment(self, workspace_id: str, deployment_id: str) -> Target:
         route = self.deployments.get(deployment_id)
         if route is None or route.workspace_id != workspace_id:
@@ -116,6 +140,9 @@ class RouteTable:
             if owner != workspace_id or (allowed is not None and name not in allowed):
                 continue
             served = [env for env, dep in model.environments.items() if dep]
+            if not served and model.adapter is not None:  # served wherever its base is
+                base = self.models.get((owner, model.adapter.base_model))
+                served = [env for env, dep in base.environments.items() if dep] if base is not None else []
             if PRODUCTION in served or DEVELOPMENT in served:
                 ids.append(name)
             ids += [f"{name}@{env}" for env in sorted(served) if env != PRODUCTION]

@@ -24,6 +24,14 @@ class ReplicaState(str, Enum):
 # FAILED (not CRASHED) so the reconciler stops restarting it and marks the deployment failed.
 EXIT_LOAD_FAILED = 3
 
+# Set by the gateway on a request for a fine-tuned model: the LoRA adapter to apply (its name, the
+# request's `model`) and its folder, both percent-encoded. An llm replica registers the adapter on
+# first sight (or when its folder changed), so every replica of a base model serves exactly the
+# adapters the control plane has registered, with none to push or keep in sync. A client cannot
+# set them: the gateway writes every upstream request's headers itself and passes none of the client's.
+ADAPTER_HEADER = "x-slipway-adapter"
+ADAPTER_PATH_HEADER = "x-slipway-adapter-path"
+
 
 class ReplicaLaunch(BaseModel):
     """Everything a backend needs to start one replica."""

@@ -49,9 +49,19 @@ class DeploymentEntry(BaseModel):
                           "workspaces. None: inferred from the models whose environments point at it.")
 
 
+class AdapterEntry(BaseModel):
+    """What a fine-tuned model is: a LoRA adapter served on its base model's replicas."""
+
+    base_model: str = Field(description="The base model's name, in the same workspace.")
+    path: str = Field(description="The adapter's folder (PEFT format), readable by the base's replicas.")
+
+
 class ModelEntry(BaseModel):
     workspace_id: str
     name: str
+    adapter: AdapterEntry | None = Field(
+        None, description="Set for a fine-tuned model: requests go to the base model's deployment with this "
+                          "adapter applied, unless the model has deployments of its own.")
     environments: dict[str, str] = Field(default_factory=dict, description="Environment name -> deployment id.")
     capture_environments: list[str] = Field(
         default_factory=list, description="Environments whose traffic the gateway stores as traces, whatever "

@@ -78,3 +78,24 @@ async def test_many_waiters_all_wake():
     await asyncio.sleep(0.01)
     publisher.publish(RoutingSnapshot(version=7))
     assert [s.version for s in await asyncio.gather(*waits)] == [7] * 5
+
+
+def test_a_succeeded_fine_tuning_job_publishes_its_model_as_an_adapter_of_the_base(plane, workspace, tmp_path):
+    plane.deploy(workspace.id, package(), promote=True)
+    store = plane.store
+    job = store.fine_tuning.create_job(workspace.id, model="echo", training_file="ds-1", hyperparameters={},
+                                       seed=0, now=1.0, status="running", job_dir=str(tmp_path / "ftjob"))
+    running = build_snapshot(store)
+    assert [m.name for m in running.models] == ["echo"], "nothing is published before the job succeeds"
+    with store.transaction() as tx:
+        tx.fine_tuning.transition(job.id, "succeeded", 2.0, expected=("running",), fine_tuned_model="echo:ft-x")
+        tx.models.ensure(workspace.id, "echo:ft-x", 2.0)
+        tx.state.bump()
+    models = {m.name: m for m in build_snapshot(store).models}
+    assert models["echo"].adapter is None
+    adapter = models["echo:ft-x"].adapter
+    assert adapter is not None and adapter.base_model == "echo"
+    assert adapter.path == str(tmp_path / "ftjob" / "adapter")
+    assert models["echo:ft-x"].environments == {}
+    assert store.fine_tuning.get_by_fine_tuned_model(workspace.id, "echo:ft-x").id == job.id
+    assert store.fine_tuning.get_by_fine_tuned_model("another-workspace", "echo:ft-x") is None

@@ -30,6 +30,7 @@ class FakeReplica:
         self.in_flight = 0
         self.max_in_flight = 0
         self.request_ids: list[str] = []
+        self.last_headers: dict[bytes, bytes] = {}
         self.release = threading.Event()       # lets a held stream finish
         self.stream_finished = threading.Event()
 
@@ -49,6 +50,7 @@ class FakeReplica:
                 break
         self.requests += 1
         self.request_ids.append(headers.get(b"x-request-id", b"").decode())
+        self.last_headers = headers
         if self.header_delay:
             until = time.monotonic() + self.header_delay
             while time.monotonic() < until and not self.release.is_set():  # `release` ends it early

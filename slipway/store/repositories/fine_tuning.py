@@ -164,6 +164,27 @@ class FineTuningRepository(Repository):
             rows = newest_first(conn, query, fine_tuning_jobs, workspace_id=workspace_id, after=after, limit=limit)
         return [_job(r) for r in rows]
 
+    def list_fine_tuned(self) -> list[FineTuningJobRow]:
+        """Succeeded jobs of every workspace that registered a model, oldest first.
+
+        For the routing snapshot: each names a fine-tuned model, its base and its adapter's folder.
+        """
+        with self._scope() as conn:
+            rows = conn.execute(select(fine_tuning_jobs)
+                                .where(fine_tuning_jobs.c.status == "succeeded",
+                                       fine_tuning_jobs.c.fine_tuned_model.is_not(None))
+                                .order_by(fine_tuning_jobs.c.created_at, fine_tuning_jobs.c.id)).all()
+        return [_job(r) for r in rows]
+
+    def get_by_fine_tuned_model(self, workspace_id: str, name: str) -> FineTuningJobRow | None:
+        """The succeeded job that registered the model `name` in the workspace; None if none did."""
+        with self._scope() as conn:
+            r = conn.execute(select(fine_tuning_jobs)
+                             .where(fine_tuning_jobs.c.workspace_id == workspace_id,
+                                    fine_tuning_jobs.c.status == "succeeded",
+                                    fine_tuning_jobs.c.fine_tuned_model == name)).first()
+        return _job(r) if r else None
+
     def list_unfinished(self) -> list[FineTuningJobRow]:
         """Jobs of every workspace that still need work (validating, queued, running), oldest first.
 
