@@ -1,8 +1,9 @@
 """deploy/grafana/slipway.json: the panels asked for, and every metric its queries name really exists.
 
 Metric names are collected from real /metrics outputs, parsed with prometheus_client's parser:
-the control plane's GET /metrics, a GatewayMetrics registry after one request, and a replica's
-ReplicaMetrics. Each family contributes the sample names Prometheus stores for its type
+the control plane's GET /metrics, a GatewayMetrics registry after one request, and the GET /metrics
+of a real kind `llm` replica (a tiny random Llama on the builtin engine, over HTTP) after one chat
+completion, which carries the replica's own families and the engine's `slipway_llm_*`. Each family contributes the sample names Prometheus stores for its type
 (`_total` for counters; `_bucket`, `_sum`, `_count` for histograms), so a family counts even
 before it has a sample.
 """
@@ -13,31 +14,20 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from slipway.observe.metrics import GatewayMetrics
-from slipway.server.metrics import ReplicaMetrics
+from slipway.server.app import ReplicaApp
+from slipway.spec.package import parse_package
 from tests.control.conftest import LogBackend, ScriptedReconciler, package
+from tests.engine.conftest import _save_model
+from tests.server.conftest import InThreadReplica
+from tests.server.test_llm_replica import CHAT_TEMPLATE, HELLO
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "slipway.json"
-
-# The LLM engine's families, as named for the replica's /metrics. They are checked against this
-# list until the engine exposes them: then collect them from a real LLM replica's /metrics like
-# the other outputs here (and delete this list).
-LLM_ENGINE_METRICS = [
-    "slipway_llm_time_to_first_token_seconds",   # histogram
-    "slipway_llm_inter_token_latency_seconds",   # histogram
-    "slipway_llm_e2e_request_latency_seconds",   # histogram
-    "slipway_llm_num_requests_running",          # gauge
-    "slipway_llm_num_requests_waiting",          # gauge
-    "slipway_llm_kv_blocks_used",                # gauge
-    "slipway_llm_kv_blocks_total",               # gauge
-    "slipway_llm_prompt_tokens_total",           # counter
-    "slipway_llm_generation_tokens_total",       # counter
-]
-_LLM_HISTOGRAMS = {n for n in LLM_ENGINE_METRICS if n.endswith("_seconds")}
 
 REQUIRED_PANELS = {
     "request rate": "Request rate", "latency p50/p99": "Latency p50 / p99", "TTFT": "Time to first token (TTFT)",
@@ -86,17 +76,24 @@ def gateway_page() -> str:
     return metrics.render().decode()
 
 
-def replica_page() -> str:
-    metrics = ReplicaMetrics()
-    metrics.observe("predict", 200, 0.01)
-    return metrics.render().decode()
-
-
-def llm_engine_names() -> set[str]:
-    names = set()
-    for name in LLM_ENGINE_METRICS:
-        names |= {name + s for s in ("_bucket", "_sum", "_count")} if name in _LLM_HISTOGRAMS else {name}
-    return names
+@pytest.fixture(scope="module")
+def llm_replica_page(tmp_path_factory) -> str:
+    """GET /metrics of a real llm replica after one chat completion."""
+    folder = tmp_path_factory.mktemp("grafana-llm")
+    _save_model(folder, "llama", seed=5)
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    spec = parse_package(f"name: tiny\nkind: llm\nweights: {folder}\nresources: {{cpu: 1}}\n"
+                         "runtime: {max_model_len: 256, max_num_seqs: 4, dtype: float32}\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLIPWAY_LLM_KV_CACHE_MEMORY", "4Mi")
+        with InThreadReplica(ReplicaApp(spec, folder)) as served:
+            served.wait_ready()
+            with httpx.Client(base_url=served.url, timeout=30) as http:
+                answer = http.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 3, "messages": HELLO})
+                assert answer.status_code == 200, answer.text
+                page = http.get("/metrics")
+    assert page.status_code == 200
+    return page.text
 
 
 def expressions(dashboard: dict) -> list[str]:
@@ -113,15 +110,16 @@ def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 
 
-async def test_every_metric_the_dashboard_queries_exists(dashboard, tmp_path):
+async def test_every_metric_the_dashboard_queries_exists(dashboard, tmp_path, llm_replica_page):
     known = (stored_names(await control_plane_page(tmp_path)) | stored_names(gateway_page())
-             | stored_names(replica_page()) | llm_engine_names())
+             | stored_names(llm_replica_page))
     used = {name for expr in expressions(dashboard) for name in re.findall(r"\bslipway_[A-Za-z0-9_:]+", expr)}
     assert used, "the dashboard queries no slipway metric"
     assert sorted(used - known) == []
     # And the outputs really have what the panels chart (a typo on either side fails here).
     for family in ("slipway_control_replicas", "slipway_control_reconcile_tick_duration_seconds_bucket",
-                   "slipway_gateway_requests_total", "slipway_replica_in_flight"):
+                   "slipway_gateway_requests_total", "slipway_replica_in_flight",
+                   "slipway_llm_time_to_first_token_seconds_bucket", "slipway_llm_kv_blocks_used"):
         assert family in known and family in used
 
 
