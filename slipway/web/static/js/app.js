@@ -1,20 +1,41 @@
-// The dashboard's shell: sign-in, the hash router (#/models, #/deployments/<id>, #/usage,
-// #/keys) and the refresh loop that re-reads the current page's data every few seconds.
+// The dashboard's shell: sign-in, the hash router (#/models, #/deployments/<id>, #/traces,
+// #/traces/<id>, #/datasets, #/datasets/<id>, #/fine-tuning, #/fine-tuning/<job id>, #/evals,
+// #/evals/runs/<id>, #/usage, #/keys) and the refresh loop that re-reads the current page's data
+// every few seconds. A list page may carry its filter as a query (#/traces?model=bot&tag=beta).
 // When a page first shows its data, a performance mark "slipway:rendered:<page>" says so (the
 // browser tests read it to time the pages).
 
 import { api, session, whenSignedOut } from "./api.js";
 import { errorBox, fill, h } from "./dom.js";
+import * as dataset from "./pages/dataset.js";
+import * as datasets from "./pages/datasets.js";
 import * as deployment from "./pages/deployment.js";
+import * as evalRun from "./pages/eval-run.js";
+import * as evals from "./pages/evals.js";
+import * as job from "./pages/job.js";
+import * as jobs from "./pages/jobs.js";
 import * as keys from "./pages/keys.js";
 import * as models from "./pages/models.js";
+import * as trace from "./pages/trace.js";
+import * as traces from "./pages/traces.js";
 import * as usage from "./pages/usage.js";
 
 const REFRESH_MS = 3000;
-// [hash pattern, page module, page name, the navigation link it lights]
+// [hash pattern, page module, page name, the navigation link it lights]. Ids are URI-encoded in
+// the hash (a trace id is a request id, which a client may choose).
+const ID = "([^/?#]+)";
+const QUERY = "(?:\\?(.*))?";
 const ROUTES = [
   [/^#\/models$/, models, "models", "models"],
   [/^#\/deployments\/([\w-]+)$/, deployment, "deployment", "models"],
+  [new RegExp(`^#/traces${QUERY}$`), traces, "traces", "traces"],
+  [new RegExp(`^#/traces/${ID}$`), trace, "trace", "traces"],
+  [/^#\/datasets$/, datasets, "datasets", "datasets"],
+  [new RegExp(`^#/datasets/${ID}$`), dataset, "dataset", "datasets"],
+  [/^#\/fine-tuning$/, jobs, "fine-tuning", "fine-tuning"],
+  [new RegExp(`^#/fine-tuning/${ID}$`), job, "fine-tuning-job", "fine-tuning"],
+  [new RegExp(`^#/evals${QUERY}$`), evals, "evals", "evals"],
+  [new RegExp(`^#/evals/runs/${ID}$`), evalRun, "eval-run", "evals"],
   [/^#\/usage$/, usage, "usage", "usage"],
   [/^#\/keys$/, keys, "keys", "keys"],
 ];

@@ -1,16 +1,20 @@
-// Small line charts drawn as SVG by hand: time on x, one or more series on y from zero, a break
-// in the line wherever samples are missing, and the latest value of each series in the legend.
+// Small line charts drawn as SVG by hand: time (or any other count) on x, one or more series on
+// y from zero, a break in the line wherever samples are missing, and the latest value of each
+// series in the legend.
 //
-//   lineChart({ start, end, width, series: [{ label, points: [[t, value], ...], steps: [...], style }], format })
+//   lineChart({ start, end, width, height, series: [{ label, points: [[t, value], ...], steps: [...], style }],
+//               format, xLabel })
 //
 // Values may be null (nothing measured): the line breaks there. `steps[i]` is the width in
-// seconds of point i's bucket; two points further apart than twice that are not joined. A point
-// before `start` is left out. `style` "dashed" draws the line dashed (e.g. a target under a value).
+// seconds of point i's bucket; two points further apart than twice that are not joined (a series
+// without `steps` is joined throughout). A point before `start` is left out. `style` "dashed"
+// draws the line dashed (e.g. a target under a value). The x axis reads as time before now
+// (−30m … now) unless `xLabel(x)` writes its labels (e.g. training steps).
 //
 //   sparkline(values, { width, height, label })   tiny bars for a table cell, no axes
 
 const SVG = "http://www.w3.org/2000/svg";
-const HEIGHT = 150;
+const HEIGHT = 150; // the default; `height` sets another
 const PAD = { left: 52, right: 10, top: 10, bottom: 22 };
 
 function svg(tag, attrs = {}, ...children) {
@@ -20,20 +24,21 @@ function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** The smallest 1, 2 or 5 times a power of ten at or above `value` (1 for nothing to show). */
+/** The smallest 1, 2, 2.5 or 5 times a power of ten at or above `value` (1 for nothing to show). */
 export function niceMax(value) {
   if (!(value > 0)) return 1;
   const power = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 5, 10].map((m) => m * power).find((candidate) => candidate >= value * (1 - 1e-9));
+  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((candidate) => candidate >= value * (1 - 1e-9));
 }
 
-/** Runs of points to draw as one line each: broken at nulls and at gaps wider than two buckets. */
+/** Runs of points to draw as one line each: broken at nulls and at gaps wider than two buckets
+ * (no gaps at all when `steps` is null). */
 export function segments(points, steps) {
   const runs = [];
   let run = [];
   points.forEach(([t, value], i) => {
     const previous = i > 0 ? points[i - 1][0] : null;
-    const gap = previous !== null && t - previous > 2 * Math.max(steps[i] || 0, steps[i - 1] || 0);
+    const gap = steps !== null && previous !== null && t - previous > 2 * Math.max(steps[i] || 0, steps[i - 1] || 0);
     if (value === null || value === undefined || gap) {
       if (run.length) runs.push(run);
       run = [];
@@ -50,16 +55,17 @@ function clock(seconds) {
   return `−${Number(minutes.toFixed(minutes < 10 ? 1 : 0))}m`;
 }
 
-export function lineChart({ start, end, width = 600, series, format = String, label = "" }) {
+export function lineChart({ start, end, width = 600, height = HEIGHT, series, format = String, label = "",
+  xLabel = null }) {
   const plotWidth = Math.max(width - PAD.left - PAD.right, 10);
-  const plotHeight = HEIGHT - PAD.top - PAD.bottom;
+  const plotHeight = height - PAD.top - PAD.bottom;
   const values = series.flatMap((s) => s.points.filter(([t]) => t >= start).map(([, v]) => v))
     .filter((v) => v !== null && v !== undefined);
   const top = niceMax(Math.max(0, ...values));
   const x = (t) => PAD.left + ((t - start) / Math.max(end - start, 1)) * plotWidth;
   const y = (v) => PAD.top + plotHeight - (v / top) * plotHeight;
 
-  const chart = svg("svg", { class: "chart", width, height: HEIGHT, viewBox: `0 0 ${width} ${HEIGHT}`,
+  const chart = svg("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}`,
     role: "img", "aria-label": label });
   for (const fraction of [0, 0.5, 1]) {
     const at = y(top * fraction);
@@ -68,13 +74,14 @@ export function lineChart({ start, end, width = 600, series, format = String, la
   }
   const span = end - start;
   for (const [fraction, anchor] of [[0, "start"], [0.5, "middle"], [1, "end"]]) {
-    const text = fraction === 1 ? "now" : clock(span * (1 - fraction));
-    chart.append(svg("text", { class: "axis", x: PAD.left + plotWidth * fraction, y: HEIGHT - 6, "text-anchor": anchor }, text));
+    const text = xLabel ? xLabel(start + span * fraction) : fraction === 1 ? "now" : clock(span * (1 - fraction));
+    chart.append(svg("text", { class: "axis", x: PAD.left + plotWidth * fraction, y: height - 6, "text-anchor": anchor }, text));
   }
   series.forEach((s, index) => {
-    const kept = s.points.map((point, i) => [point, s.steps[i]]).filter(([[t]]) => t >= start);
+    const kept = s.points.map((point, i) => [point, s.steps?.[i]]).filter(([[t]]) => t >= start);
     const style = s.style === "dashed" ? " dashed" : "";
-    for (const run of segments(kept.map(([point]) => point), kept.map(([, step]) => step))) {
+    const steps = s.steps ? kept.map(([, step]) => step) : null;
+    for (const run of segments(kept.map(([point]) => point), steps)) {
       if (run.length === 1) {
         const [[t, v]] = run;
         chart.append(svg("circle", { class: `dot series-${index}`, cx: x(t), cy: y(v), r: 2.5 }));

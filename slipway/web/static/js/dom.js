@@ -58,3 +58,58 @@ export function number(value, digits = 0) {
 export function errorBox(error) {
   return h("p", { class: "error", role: "alert" }, error.message || String(error));
 }
+
+/** A Unix time as "3m ago", with the exact UTC time on hover. */
+export function when(seconds) {
+  if (!seconds) return h("span", { class: "muted" }, "—");
+  return h("time", { datetime: new Date(seconds * 1000).toISOString(), title: new Date(seconds * 1000).toISOString() },
+    ago(seconds));
+}
+
+/** A duration in milliseconds, e.g. "84 ms" or "1.2 s". */
+export function millis(ms) {
+  if (ms === null || ms === undefined) return "—";
+  if (ms < 1000) return `${Number(ms.toFixed(ms < 10 ? 1 : 0))} ms`;
+  return `${Number((ms / 1000).toFixed(ms < 10_000 ? 2 : 1))} s`;
+}
+
+/** A label and its value for a `<dl class="facts">`. */
+export function fact(label, value, attrs = {}) {
+  return h("div", attrs, h("dt", {}, label), h("dd", {}, value ?? h("span", { class: "muted" }, "—")));
+}
+
+/** What to do when there is nothing to show: lines of text, and commands given as {command}. */
+export function emptyHelp(...lines) {
+  return h("div", { class: "empty" },
+    lines.map((line) => (line && line.command ? h("pre", {}, h("code", {}, line.command)) : h("p", {}, line))));
+}
+
+/** The same as a card of its own, under a title. */
+export function emptyCard(title, ...lines) {
+  const help = emptyHelp(...lines);
+  help.classList.add("card");
+  help.prepend(h("h2", {}, title));
+  return help;
+}
+
+/** Two-step confirmation on a button: the first click arms it (text `confirmText`), the second runs `action`. */
+export function confirmButton(button, confirmText, action) {
+  const text = button.textContent;
+  let armed = false;
+  button.addEventListener("click", async () => {
+    if (!armed) {
+      armed = true;
+      button.textContent = confirmText;
+      return;
+    }
+    armed = false;
+    button.disabled = true;
+    try {
+      await action();
+    } finally {
+      button.disabled = false;
+      button.textContent = text;
+    }
+  });
+  return button;
+}
