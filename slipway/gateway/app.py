@@ -23,6 +23,10 @@ are kept in `metrics_registry` (slipway_gateway_cold_start_seconds) and `cold_st
 Requests to a capturing deployment or environment (and only those) are stored as traces in
 `traces`, a TraceSink, when one is given (capture.py); their answers carry x-slipway-trace-id.
 
+With OTEL_EXPORTER_OTLP_ENDPOINT set, every request but /health and /internal/load gets an
+OpenTelemetry server span (observe/tracing.py), the child of the client's traceparent if it sent
+one; the replica's span is its child. Unset, nothing of OpenTelemetry is loaded.
+
 For kv_aware deployments only, a background task reads each ready replica's /stats every second
 (the KV blocks it holds, replica_stats.py) and fetches the deployment's tokenizer once
 (tokenizer_cache.py), over a small connection pool of their own.
@@ -49,6 +53,7 @@ from slipway.gateway.http import (
     JSON_TYPE, Receive, RequestHeaders, Scope, Send, error_json, new_request_id, parse_json, read_body, send_json,
 )
 from slipway.gateway.meter import UsageMeter
+from slipway.observe import tracing
 from slipway.observe.metrics import ColdStart, GatewayMetrics
 from slipway.gateway.proxy import Call, Proxy
 from slipway.gateway.replica_stats import ReplicaStatsPoller
@@ -68,6 +73,8 @@ _OPENAI_ROUTES = {
 _ROUTES_HINT = ("the gateway serves GET /v1/models, POST /v1/embeddings, /v1/chat/completions, /v1/completions, "
                 "/models/{name}/predict, /models/{name}/environments/{env}/predict and /deployments/{id}/predict")
 _SNAPSHOT_RETRY_DELAY = 1.0
+# Polled by probes and the control plane every tick: spans of these would only bury the requests.
+_UNTRACED_PATHS = frozenset({"/health", "/internal/load"})
 
 
 class GatewayApp:
@@ -95,6 +102,7 @@ class GatewayApp:
             max_idle_connections=config.max_idle_connections_per_replica))
         self.proxy = Proxy(config, self.pool, self.tracker, self.meter, self.metrics, self.tokenizers, self.capture)
         self._follow_task: asyncio.Task[None] | None = None
+        self.tracing: tracing.Tracing | None = None
         self.started = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -106,6 +114,7 @@ class GatewayApp:
         await self.meter.start()
         if self.capture is not None:
             await self.capture.start()
+        self.tracing = tracing.tracing_from_env(tracing.GATEWAY_SERVICE_NAME)
         self.hold.stopping = False
         self._install(self.source.current())
         self._follow_task = asyncio.get_running_loop().create_task(self._follow(), name="slipway-snapshot-follow")
@@ -132,6 +141,9 @@ class GatewayApp:
             await self.capture.stop()
         self.pool.close()
         self.replica_reads.close()
+        if self.tracing is not None:
+            spans, self.tracing = self.tracing, None
+            await asyncio.to_thread(spans.shutdown)  # the last spans go out before the process ends
 
     async def _follow(self) -> None:
         while True:
@@ -158,7 +170,10 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
+            if self.tracing is None or scope["path"] in _UNTRACED_PATHS:
+                await self._http(scope, receive, send)
+            else:
+                await self._traced_http(self.tracing, scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -178,12 +193,23 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _traced_http(self, spans: tracing.Tracing, scope: Scope, receive: Receive, send: Send) -> None:
+        """`_http` inside a server span, the child of the client's trace context when it sent one."""
+        method, path = scope["method"], scope["path"]
+        route = _route_template(path)
+        span = spans.server_span(f"{method} {route}" if route else method, scope["headers"], {
+            tracing.HTTP_METHOD: method, tracing.URL_PATH: path, **({tracing.HTTP_ROUTE: route} if route else {})})
+        try:
+            await self._http(scope, receive, span.wrap_send(send), span)
+        finally:
+            span.end()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, span: tracing.RequestSpan | None = None) -> None:
         started = time.perf_counter()
         headers = RequestHeaders(scope["headers"])
         usage_id = new_request_id()
         call = Call(request_id=headers.client_request_id() or usage_id, usage_id=usage_id.decode(),
-                    started=started, created_at=time.time(), route="predict")
+                    started=started, created_at=time.time(), route="predict", span=span)
         path: str = scope["path"]
         method: str = scope["method"]
         target: Target | None = None
@@ -204,7 +230,7 @@ class GatewayApp:
 
                 target = resolve()
                 if not target.route.has_ready:
-                    target = await self.hold.until_ready(call, target, resolve, receive)
+                    target = await self._hold(call, target, resolve, receive)
                     if target is None:
                         return  # the client left while its request was held
                 self._trace(call, target, body, headers)
@@ -221,7 +247,7 @@ class GatewayApp:
                 target = resolve()
                 parse_json(body)  # replicas take JSON; refuse anything else here, before a replica sees it
                 if not target.route.has_ready:
-                    target = await self.hold.until_ready(call, target, resolve, receive)
+                    target = await self._hold(call, target, resolve, receive)
                     if target is None:
                         return  # the client left while its request was held
                 self._trace(call, target, body, headers)
@@ -254,6 +280,17 @@ class GatewayApp:
                 await send_json(send, 500, error_json(error), call.echo())
             except RuntimeError:  # the response had started: the client sees it cut short
                 pass
+
+    async def _hold(self, call: Call, target: Target, resolve: Callable[[], Target],
+                    receive: Receive) -> Target | None:
+        """`hold.until_ready`, the time held noted on the request's span when it has one."""
+        if call.span is None:
+            return await self.hold.until_ready(call, target, resolve, receive)
+        held_from = time.perf_counter()
+        try:
+            return await self.hold.until_ready(call, target, resolve, receive)
+        finally:
+            call.span.set_attribute(tracing.COLD_START_HOLD, time.perf_counter() - held_from)
 
     def _trace(self, call: Call, target: Target, body: bytes, headers: RequestHeaders) -> None:
         if target.capture and self.capture is not None:
@@ -326,6 +363,18 @@ class GatewayApp:
 def _require_method(method: str, expected: str, path: str) -> None:
     if method != expected:
         raise MethodNotAllowedError(f"{path} takes {expected}, not {method}")
+
+
+def _route_template(path: str) -> str | None:
+    """The route `path` matches, with its parameters named (a span's `http.route`); None when none does."""
+    if path in _OPENAI_ROUTES or path == "/v1/models":
+        return path
+    parts = path.split("/")
+    if len(parts) == 4 and parts[3] == "predict" and parts[1] in ("models", "deployments"):
+        return "/models/{name}/predict" if parts[1] == "models" else "/deployments/{id}/predict"
+    if len(parts) == 6 and parts[1] == "models" and parts[3] == "environments" and parts[5] == "predict":
+        return "/models/{name}/environments/{env}/predict"
+    return None
 
 
 def _model_field(payload: Any) -> str:

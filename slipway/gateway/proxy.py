@@ -25,6 +25,9 @@
   capture   a call with a trace draft (its target captures) keeps references to its answer's bytes,
             bounded, and hands the draft to TraceCapture with its usage record (capture.py); its
             answer carries x-slipway-trace-id, the usage record's request id
+  span      with OpenTelemetry on (Call.span, observe/tracing.py) the upstream request carries the
+            gateway span's traceparent; the span gets the replica chosen, each failed attempt and
+            retry as events, and the usage record's model, deployment and tokens
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import orjson
 
@@ -44,6 +48,7 @@ from slipway.gateway.errors import NoReadyReplicaError
 from slipway.gateway.health import ReplicaTracker
 from slipway.gateway.http import Receive, Send, error_json, send_json
 from slipway.gateway.meter import StreamUsage, UsageMeter, units_from_body
+from slipway.observe import tracing
 from slipway.observe.metrics import GatewayMetrics
 from slipway.gateway.sse import SseFramer, error_event
 from slipway.gateway.table import DeploymentRoute, Target
@@ -53,6 +58,7 @@ from slipway.gateway.upstream import (
 )
 from slipway.routing import RouteRequest, RoutingPolicy
 from slipway.routing.prompt import prompt_text
+from slipway.spec.replica import ADAPTER_HEADER, ADAPTER_PATH_HEADER
 from slipway.spec.snapshot import KeyEntry
 
 log = logging.getLogger(__name__)
@@ -76,6 +82,7 @@ class Call:
     key: KeyEntry | None = None
     held: bool = False         # waited for a cold start (no ready replica when it arrived)
     trace: TraceDraft | None = None  # set when the target captures
+    span: tracing.RequestSpan | None = None  # set when OpenTelemetry tracing is on
 
     def echo(self) -> list[tuple[bytes, bytes]]:
         if self.trace is not None:
@@ -135,6 +142,10 @@ class Proxy:
         tracker = self.tracker
         tried: frozenset[str] = frozenset()
         failure: UpstreamError | None = None
+        span = call.span
+        trace_headers = span.upstream_headers() if span is not None else b""
+        if target.adapter is not None:
+            trace_headers += adapter_headers(target.model_name, target.adapter.path)
         for attempt in range(attempts):
             replica = tracker.choose(route, request, tried, time.monotonic())
             if replica is None:
@@ -142,10 +153,15 @@ class Proxy:
             if attempt > 0:
                 self.metrics.retry(target.model_name, target.environment, deployment_id)
             replica_id = replica.replica_id
+            if span is not None:
+                span.set_attributes({tracing.REPLICA_ID: replica_id, tracing.ATTEMPTS: attempt + 1})
+                if attempt > 0:
+                    span.event("retry", {tracing.REPLICA_ID: replica_id, "slipway.attempt": attempt + 1})
             host, path = self.pool.request_target(replica.url, upstream_path)
             message = b"".join((
                 b"POST ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\ncontent-type: ", content_type,
-                b"\r\ncontent-length: %d\r\nx-request-id: " % len(body), call.request_id, b"\r\n\r\n", body))
+                b"\r\ncontent-length: %d\r\nx-request-id: " % len(body), call.request_id, b"\r\n", trace_headers,
+                b"\r\n", body))
             deadline = loop.time() + config.request_timeout
             tracker.begin(replica_id, deployment_id)
             try:
@@ -154,8 +170,8 @@ class Proxy:
                 # Nothing came back: another replica may take it (inference requests are idempotent).
                 tracker.end(replica_id, deployment_id)
                 tracker.failed(replica_id, time.monotonic(), at_once=isinstance(exc, UpstreamConnectFailed))
-                self.metrics.upstream_error(target.model_name, target.environment, deployment_id,
-                                            "connect" if isinstance(exc, UpstreamConnectFailed) else "timeout")
+                self._upstream_error(call, target, replica_id,
+                                     "connect" if isinstance(exc, UpstreamConnectFailed) else "timeout", exc.message)
                 tried |= {replica_id}
                 failure = exc
                 log.warning("replica %s failed before answering: %s", replica_id, exc.message)
@@ -163,7 +179,7 @@ class Proxy:
             except UpstreamError as exc:
                 tracker.end(replica_id, deployment_id)
                 tracker.failed(replica_id, time.monotonic())
-                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "other")
+                self._upstream_error(call, target, replica_id, "other", exc.message)
                 await self.refuse(call, target, exc, send)
                 return
             except BaseException:
@@ -175,7 +191,7 @@ class Proxy:
                 response.close()
                 tracker.end(replica_id, deployment_id)
                 tracker.mark_down(replica_id, time.monotonic())
-                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "draining")
+                self._upstream_error(call, target, replica_id, "draining", "the replica answered 503")
                 tried |= {replica_id}
                 continue
             healthy: bool | None = None
@@ -188,7 +204,7 @@ class Proxy:
                 healthy = False
                 tried |= {replica_id}
                 failure = broken.error
-                self.metrics.upstream_error(target.model_name, target.environment, deployment_id, "reset")
+                self._upstream_error(call, target, replica_id, "reset", broken.error.message)
                 log.warning("replica %s broke off before its answer was sent: %s", replica_id, broken.error.message)
                 continue
             finally:
@@ -343,6 +359,13 @@ class Proxy:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return False
 
+    def _upstream_error(self, call: Call, target: Target, replica_id: str, kind: str, message: str) -> None:
+        """Count a failed attempt on `replica_id` (`kind`: connect, timeout, draining, reset, other)."""
+        self.metrics.upstream_error(target.model_name, target.environment, target.route.entry.deployment_id, kind)
+        if call.span is not None:
+            call.span.event("upstream_error", {tracing.REPLICA_ID: replica_id, tracing.ERROR_TYPE: kind,
+                                               "exception.message": message})
+
     def _first_byte(self, call: Call, target: Target) -> None:
         if call.held:
             self.metrics.cold_start(target.model_name, target.environment, target.route.entry.deployment_id,
@@ -373,6 +396,13 @@ class Proxy:
             "created_at": call.created_at,
         }
         self.meter.record(fields)
+        if call.span is not None:
+            call.span.set_attributes({
+                tracing.REQUEST_ID: call.usage_id, tracing.WORKSPACE_ID: fields["workspace_id"],
+                tracing.MODEL: target.model_name, tracing.ENVIRONMENT: target.environment,
+                tracing.DEPLOYMENT_ID: fields["deployment_id"]})
+            if measured is not None and call.route in _TOKEN_STREAM_ROUTES:
+                call.span.set_attributes({tracing.INPUT_TOKENS: measured[0], tracing.OUTPUT_TOKENS: measured[1]})
         if call.trace is not None and self.capture is not None:
             fields["units"] = measured if call.route != "predict" else None
             self.capture.submit(fields, call.trace)
@@ -384,6 +414,12 @@ class _BrokenBeforeSending(Exception):
     def __init__(self, error: UpstreamError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def adapter_headers(name: str, path: str) -> bytes:
+    """Request headers naming the LoRA adapter a replica applies (`spec.replica.ADAPTER_HEADER`)."""
+    return b"%s: %s\r\n%s: %s\r\n" % (ADAPTER_HEADER.encode(), quote(name, safe=":@-_.~").encode(),
+                                       ADAPTER_PATH_HEADER.encode(), quote(path, safe="/:@-_.~").encode())
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:

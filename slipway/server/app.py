@@ -20,6 +20,10 @@ A client that disconnects before its answer is complete stops the work at once: 
 a stream's wait for its first chunk) is cancelled, which for an LLM aborts the engine requests
 and frees their KV blocks; later chunks of a stream stop at the next one. Such a request is
 counted with status 499 (client closed request), as nginx does.
+
+With OTEL_EXPORTER_OTLP_ENDPOINT set, each work request gets an OpenTelemetry server span, the
+child of the caller's traceparent (the gateway's span): model, tokens, time to first token
+(observe/tracing.py). Unset, nothing of OpenTelemetry is loaded.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from slipway.errors import SlipwayError
-from slipway.observe import request_id_var
+from slipway.observe import request_id_var, tracing
 from slipway.runtimes import Runtime, create_runtime, is_stream
 from slipway.runtimes.base import BadRequestError, bad_request_from_validation
 from slipway.server.http import (
@@ -84,6 +88,7 @@ class ReplicaApp:
         if spec.kind == "llm":
             self.metrics.watch_llm_engine(lambda: self.runtime, model=spec.name)
         self.runtime: Runtime | None = None
+        self.tracing = tracing.tracing_from_env(tracing.REPLICA_SERVICE_NAME)
         self._load_task: asyncio.Task[None] | None = None
         self._tokenizer_body: bytes | None = None  # built once: the loaded runtime never changes
         self._work: dict[str, tuple[str, WorkHandler]] = {
@@ -132,6 +137,8 @@ class ReplicaApp:
             self._load_task.cancel()
         if self.runtime is not None:
             await self.runtime.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # the last spans go out before the process ends
 
     # -- ASGI ------------------------------------------------------------------------------
 
@@ -143,7 +150,10 @@ class ReplicaApp:
                 if method != "POST":
                     await send_json(send, 405, error_body(f"{path} takes POST, not {method}", code="method_not_allowed"))
                     return
-                await self._serve_work(work[0], work[1], scope, receive, send)
+                if self.tracing is None:
+                    await self._serve_work(work[0], work[1], scope, receive, send)
+                else:
+                    await self._serve_traced_work(self.tracing, work[0], work[1], scope, receive, send)
             else:
                 await self._serve_control(path, method, receive, send)
         elif scope["type"] == "lifespan":
@@ -264,6 +274,28 @@ class ReplicaApp:
             self.metrics.in_flight.dec()
             self.metrics.observe(route, status, time.perf_counter() - started)
             request_id_var.reset(token)
+
+    async def _serve_traced_work(self, spans: tracing.Tracing, route: str, handler: WorkHandler,
+                                 scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """`_serve_work` inside a server span, the child of the caller's trace context (the gateway's span)."""
+        path = scope["path"]
+        span = spans.server_span(f"POST {path}", scope["headers"], {
+            tracing.HTTP_METHOD: "POST", tracing.HTTP_ROUTE: path, tracing.ROUTE: route,
+            tracing.MODEL: self.spec.name, tracing.REPLICA_ID: self.replica_id})
+        request_id = _header(scope, b"x-request-id")
+        if request_id:
+            span.set_attribute(tracing.REQUEST_ID, request_id)
+
+        async def traced(body: Any) -> Any:
+            requested = body.get("model") if isinstance(body, dict) else None
+            if isinstance(requested, str):
+                span.set_attribute(tracing.REQUEST_MODEL, requested)
+            return span.observe_answer(await handler(body))
+
+        try:
+            await self._serve_work(route, traced, scope, receive, span.wrap_send(send))
+        finally:
+            span.end()
 
     async def _answer(self, handler: WorkHandler, receive: Receive, send: Send,
                       echo: list[tuple[bytes, bytes]]) -> int:
