@@ -2,8 +2,9 @@
 
 Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks,
 whether to compile), checks that the pieces fit together (a whole max_model_len sequence must
-fit in the cache), loads the weights and the tokenizer, allocates the cache, and compiles the
-decode step when asked to (or else, for bfloat16 on CPU, packs the linear layers for oneDNN).
+fit in the cache), loads the weights (folding in `merge_adapter`, a LoRA adapter, if set) and
+the tokenizer, allocates the cache, and compiles the decode step when asked to (or else, for
+bfloat16 on CPU, packs the linear layers for oneDNN).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import os
 import shutil
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import torch
 
 from slipway.engine.config import EngineConfig
 from slipway.engine.errors import UnsupportedModelError
+from slipway.engine.lora import LoraAdapterError, merge_lora
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.loader import load_model
 from slipway.engine.models.packed import can_pack, pack_linear_layers
@@ -103,18 +107,34 @@ def build_engine_parts(model_path: str | Path, config: EngineConfig, tokenizer: 
             f"{needed * per_block} bytes (or num_kv_blocks to {needed}), or lower max_model_len"
         )
 
-    model = load_model(model_path, dtype=dtype, device=device, max_positions=max_model_len)
-    max_query = 1 + (config.speculative.num_speculative_tokens if config.speculative else 0)
-    runner = ModelRunner(model, num_blocks=num_kv_blocks, block_size=config.block_size, kv_dtype=dtype,
-                         compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query)
-    if should_compile(config, device, model):
-        # The compiled graph packs its own copy of the weights from the plain ones it traces.
-        compile_decode(runner, background=config.compile_in_background)
-    elif can_pack(device, dtype):
-        pack_linear_layers(model)
-    if tokenizer == "auto":
-        tokenizer = load_tokenizer(model_path)
+    # The tokenizer (mostly importing transformers) loads in a thread while the weights load and pack.
+    with ThreadPoolExecutor(1, thread_name_prefix="slipway-tokenizer") as pool:
+        pending_tokenizer = pool.submit(load_tokenizer, model_path) if tokenizer == "auto" else None
+        model = load_model(model_path, dtype=dtype, device=device, max_positions=max_model_len)
+        if config.merge_adapter:  # before packing or compiling, which take the plain weights
+            merge_adapter(model, Path(config.merge_adapter))
+        max_query = 1 + (config.speculative.num_speculative_tokens if config.speculative else 0)
+        runner = ModelRunner(model, num_blocks=num_kv_blocks, block_size=config.block_size, kv_dtype=dtype,
+                             compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query)
+        if should_compile(config, device, model):
+            # The compiled graph packs its own copy of the weights from the plain ones it traces.
+            compile_decode(runner, background=config.compile_in_background)
+        elif can_pack(device, dtype):
+            pack_linear_layers(model)
+        if pending_tokenizer is not None:
+            tokenizer = pending_tokenizer.result()
     return EngineParts(model_config, runner, max_model_len, num_kv_blocks, device, dtype, tokenizer)
+
+
+def merge_adapter(model: torch.nn.Module, folder: Path) -> None:
+    """Fold `EngineConfig.merge_adapter` into the weights; a folder that does not fit fails the load."""
+    started = time.monotonic()
+    try:
+        adapter = merge_lora(model, folder)
+    except LoraAdapterError as error:
+        raise UnsupportedModelError(f"merge_adapter: {error.message}") from None
+    log.info("merged a LoRA adapter into the base weights", extra={
+        "adapter": str(adapter.folder), "rank": adapter.rank, "seconds": round(time.monotonic() - started, 2)})
 
 
 def should_compile(config: EngineConfig, device: torch.device, model: torch.nn.Module) -> bool:

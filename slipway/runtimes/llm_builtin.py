@@ -129,8 +129,11 @@ class BuiltinLlmRuntime(LlmRuntime):
     def _model_folder(self) -> Path:
         assert self.spec.weights is not None  # the spec requires weights for kind llm
         weights = resolve_weights(self.spec.weights, self.package_dir)
-        # float32 is the exact dequantization of a GGUF; the engine casts it to its dtype when loading.
-        return hf_folder_for(weights, dtype="bfloat16" if self.spec.runtime.dtype == "bfloat16" else "float32")
+        # float32 is the exact dequantization of a GGUF. An engine in bfloat16 (the default, `auto`)
+        # reads a bfloat16 conversion instead: the same weights after the same rounding, minus the
+        # ~1.5 s of casting half a gigabyte at every start.
+        in_bfloat16 = self.spec.runtime.dtype in ("bfloat16", "auto")
+        return hf_folder_for(weights, dtype="bfloat16" if in_bfloat16 else "float32")
 
     @staticmethod
     def _build_engine(model_dir: Path, config: EngineConfig, threads: int | None) -> AsyncLLMEngine:

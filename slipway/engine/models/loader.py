@@ -10,10 +10,13 @@ names it.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import safe_open
+from torch import nn
 
 from slipway.engine.errors import UnsupportedModelError
 from slipway.engine.models.config import ModelConfig
@@ -34,9 +37,9 @@ def load_model(folder: str | Path, *, dtype: torch.dtype, device: torch.device |
             f"{folder}: no *.safetensors files; convert the checkpoint with "
             "`model.save_pretrained(dir, safe_serialization=True)`"
         )
-    with torch.device("meta"):
+    with torch.device("meta"), _without_parameter_init():
         model = LlamaForCausalLM(config, max_positions)
-    model = model.to_empty(device=device).to(dtype)
+    model = model.to(dtype).to_empty(device=device)  # converted while empty: nothing to copy
     model.rotary.build_table()
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
@@ -57,6 +60,21 @@ def load_model(folder: str | Path, *, dtype: torch.dtype, device: torch.device |
             "check that the folder holds a complete Llama-family checkpoint"
         )
     return model.eval()
+
+
+@contextmanager
+def _without_parameter_init() -> Iterator[None]:
+    """Skip the random init of linear and embedding weights, which the checkpoint overwrites.
+
+    Even on the meta device it is not free: under a device context `normal_` dispatches through
+    torch's reference implementations, whose first use imports torch._dynamo (~1.4 s of a cold start).
+    """
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
 def _load_tensor(model: LlamaForCausalLM, config: ModelConfig, params: dict[str, torch.nn.Parameter],
