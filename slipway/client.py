@@ -168,9 +168,19 @@ class Client:
         return self._request("PATCH", f"/api/v1/deployments/{deployment_id}/autoscaling", json=settings)
 
     def promote(self, model: str, *, deployment_id: str | None = None, number: int | None = None,
-                environment: str = "production") -> dict:
-        body = {"deployment_id": deployment_id} if deployment_id else {"number": number}
+                environment: str = "production", canary_percent: int | None = None) -> dict:
+        """Point the environment at the deployment; with `canary_percent`, make it the canary at that share.
+
+        Promoting the environment's canary without `canary_percent` completes it.
+        """
+        body: dict[str, Any] = {"deployment_id": deployment_id} if deployment_id else {"number": number}
+        if canary_percent is not None:
+            body["canary_percent"] = canary_percent
         return self._request("POST", f"/api/v1/models/{model}/environments/{environment}/promote", json=body)
+
+    def end_canary(self, model: str, *, environment: str = "production") -> dict:
+        """End the environment's canary without promoting it: all traffic back to its deployment."""
+        return self._request("DELETE", f"/api/v1/models/{model}/environments/{environment}/canary")
 
     def rollback(self, model: str, *, environment: str = "production") -> dict:
         return self._request("POST", f"/api/v1/models/{model}/environments/{environment}/rollback")
@@ -329,9 +339,11 @@ class Client:
 
     def eval_gate(self, model: str, *, suite: str, min_score: float, candidate_run: str,
                   deployment_id: str | None = None, number: int | None = None, no_regression: bool = False,
-                  baseline_run: str | None = None, environment: str = "production") -> dict:
-        """Promote the candidate only if its run passes the gate; ConflictError (gate_failed) otherwise."""
+                  baseline_run: str | None = None, environment: str = "production",
+                  canary_percent: int | None = None) -> dict:
+        """Promote the candidate (or with `canary_percent`, start it as the canary) only if its run passes the
+        gate; ConflictError (gate_failed) otherwise."""
         body = {"model": model, "deployment_id": deployment_id, "number": number, "environment": environment,
                 "suite": suite, "min_score": min_score, "no_regression": no_regression,
-                "candidate_run": candidate_run, "baseline_run": baseline_run}
+                "candidate_run": candidate_run, "baseline_run": baseline_run, "canary_percent": canary_percent}
         return self._request("POST", "/api/v1/evals/gates", json={k: v for k, v in body.items() if v is not None})

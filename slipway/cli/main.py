@@ -214,17 +214,38 @@ def promote(
     gate: Optional[str] = typer.Option(None, "--gate", help="SUITE:MIN[,no-regression]: run the suite on the "
                                        "candidate and the current deployment; promote only if the candidate's "
                                        "mean >= MIN (and >= the current one's)."),
+    canary: Optional[int] = typer.Option(None, "--canary", metavar="PERCENT",
+                                         help="Send only PERCENT% of the environment's requests to the deployment "
+                                         "(a canary). Promote it again without --canary to complete it; "
+                                         "`slipway rollback` ends it."),
 ) -> None:
-    """Point an environment (production by default) at a deployment."""
+    """Point an environment (production by default) at a deployment, or try it on part of the traffic first."""
+    if canary is not None and not 1 <= canary <= 99:
+        raise SlipwayError(f"--canary must be a percent between 1 and 99, got {canary}; leave it out to promote "
+                           "the deployment fully")
     client = _client()
     if gate is not None:
-        _gated_promote(client, model, deployment, env, gate)
+        _gated_promote(client, model, deployment, env, gate, canary)
         return
     if deployment.isdigit():
-        result = client.promote(model, number=int(deployment), environment=env)
+        result = client.promote(model, number=int(deployment), environment=env, canary_percent=canary)
     else:
-        result = client.promote(model, deployment_id=deployment, environment=env)
-    console.print(f"[green]Promoted[/] {model} {env} -> {result.get('deployment_id', deployment)}")
+        result = client.promote(model, deployment_id=deployment, environment=env, canary_percent=canary)
+    _print_promotion(model, env, result)
+
+
+def _print_promotion(model: str, env: str, result: dict, why: str = "") -> None:
+    """One line: the canary started, or the promotion done (or waiting for a ready replica)."""
+    target = result["deployment_id"]
+    why = f": {why}" if why else ""
+    if result.get("canary_deployment_id") == target:
+        console.print(f"[green]Canary[/] {model} {env}: {result['canary_percent']}% of requests -> {target}, the "
+                      f"rest -> {result.get('serving_deployment_id')}{why}", highlight=False)
+    elif result.get("pending"):
+        console.print(f"[green]Promoted[/] {model} {env} -> {target}, serving once it has a ready replica "
+                      f"({result.get('serving_deployment_id')} serves until then){why}", highlight=False)
+    else:
+        console.print(f"[green]Promoted[/] {model} {env} -> {target}{why}", highlight=False)
 
 
 @app.command()
@@ -599,8 +620,9 @@ def evals_list(
     console.print(table)
 
 
-def _gated_promote(client, model: str, deployment: str, env: str, gate_text: str) -> None:
-    """Run the gate's suite on the candidate and the environment's deployment, then ask the gate to promote."""
+def _gated_promote(client, model: str, deployment: str, env: str, gate_text: str, canary: int | None) -> None:
+    """Run the gate's suite on the candidate and the environment's deployment, then ask the gate to promote
+    (or, with `canary`, to start the candidate as the environment's canary)."""
     from slipway.evals.gate import parse_gate
 
     spec = parse_gate(gate_text)
@@ -619,8 +641,9 @@ def _gated_promote(client, model: str, deployment: str, env: str, gate_text: str
     baseline = finished.get(env)
     result = client.eval_gate(model, suite=spec.suite, min_score=spec.min_score, no_regression=spec.no_regression,
                               deployment_id=candidate, candidate_run=finished["candidate"]["id"],
-                              baseline_run=baseline["id"] if baseline else None, environment=env)
-    console.print(f"[green]Promoted[/] {model} {env} -> {candidate}: {result['message']}", highlight=False)
+                              baseline_run=baseline["id"] if baseline else None, environment=env,
+                              canary_percent=canary)
+    _print_promotion(model, env, result["promotion"], result["message"])
 
 
 def main() -> None:

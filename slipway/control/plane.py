@@ -280,8 +280,12 @@ class ControlPlane:
         return environment
 
     def promote(self, workspace_id: str, model_name: str, environment: str, *, deployment_id: str | None = None,
-                number: int | None = None) -> tuple[EnvironmentRow, DeploymentRow]:
-        """Point the environment at a deployment (by id or number); it takes over once ready."""
+                number: int | None = None, canary_percent: int | None = None) -> tuple[EnvironmentRow, DeploymentRow]:
+        """Point the environment at a deployment (by id or number); it takes over once ready.
+
+        With `canary_percent` the deployment becomes the environment's canary at that share of
+        its requests instead; without it, promoting the canary completes it (see `promotion`).
+        """
         if (deployment_id is None) == (number is None):
             raise SpecError("give either deployment_id or number of the deployment to promote",
                             code="invalid_request")
@@ -293,13 +297,30 @@ class ControlPlane:
             if target is None or target.model_id != model.id:
                 which = deployment_id or f"#{number}"
                 raise NotFoundError(f"model {model_name!r} has no deployment {which}; see GET /api/v1/models/{model_name}")
-            result = promotion.promote(tx, model, environment, target, now)
+            if canary_percent is None:
+                result = promotion.promote(tx, model, environment, target, now)
+            else:
+                result = promotion.start_canary(tx, model, environment, target, canary_percent, now)
             target = tx.deployments.get(target.id)
             tx.state.bump()
+        if canary_percent is not None:
+            log.info("%s %s sends %d%% of its requests to canary %s", model_name, environment, canary_percent,
+                     target.id)
         self._changed()
         return result, target
 
+    def end_canary(self, workspace_id: str, model_name: str, environment: str) -> tuple[EnvironmentRow, DeploymentRow]:
+        """Send all the environment's traffic back to its deployment; returns it and the ended canary."""
+        with self.store.transaction() as tx:
+            model = self._model_in(tx, workspace_id, model_name)
+            result, canary_id = promotion.end_canary(tx, model, environment, time.time())
+            canary = tx.deployments.get(canary_id)
+            tx.state.bump()
+        self._changed()
+        return result, canary
+
     def rollback(self, workspace_id: str, model_name: str, environment: str) -> tuple[EnvironmentRow, DeploymentRow]:
+        """Call off a waiting promotion or a canary, else re-promote the environment's previous deployment."""
         with self.store.transaction() as tx:
             model = self._model_in(tx, workspace_id, model_name)
             result, target_id = promotion.rollback(tx, model, environment, time.time())

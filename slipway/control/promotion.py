@@ -1,14 +1,26 @@
-"""Environments, promotion and rollback: which deployment serves each environment, and when it switches.
+"""Environments, promotion, canaries and rollback: which deployments serve each environment, and when.
 
 The rule that keeps traffic flowing: when an environment moves from deployment A to B, A keeps
 serving until B has a ready replica (status active). Until then B is the environment's
 *pending* deployment; the control loop switches it over (`resolve_pending`) on the tick B
-becomes active. A deployment no environment serves or waits for any more is retired (inactive,
-no replicas). If nothing ready serves the environment, a promotion takes effect at once.
+becomes active. A deployment no environment serves, waits for or tries out as its canary any
+more is retired (inactive, no replicas). If nothing ready serves the environment, a promotion
+takes effect at once.
 
     promote(A -> B):   env.deployment = A, env.pending = B      (A serves)
     B becomes active:  env.deployment = B, env.pending = None   (B serves; A retired unless used elsewhere)
     rollback:          promote(the deployment that served before the current one, from history)
+
+A canary tries a deployment on part of the traffic first: the gateway sends `percent` percent
+of the environment's requests to it (once it has a ready replica) and the rest to the serving
+deployment. A full promotion ends any canary; promoting the canary itself completes it.
+
+    start_canary(B, 10):  env.deployment = A, env.canary = (B, 10%)   (A serves 90%, B 10%)
+    promote(B):           env.canary = None, then promote(A -> B) as above
+    end_canary, rollback: env.canary = None                          (A serves all; B retired unless used)
+
+A canary and a pending promotion never coexist: a canary is refused while another deployment is
+pending, and a full promotion clears the canary before it places its deployment.
 
 Every function runs inside the caller's store transaction and takes `now`.
 """
@@ -17,8 +29,13 @@ from __future__ import annotations
 
 import re
 
-from slipway.errors import ConflictError, NotFoundError
+from slipway.errors import ConflictError, NotFoundError, SpecError
 from slipway.store import DeploymentRow, EnvironmentRow, ModelRow, Transaction
+
+
+# A canary's share of the environment's requests, in percent: some traffic to each side.
+MIN_CANARY_PERCENT = 1
+MAX_CANARY_PERCENT = 99
 
 
 def initial_replicas(spec: dict) -> int:
@@ -56,24 +73,82 @@ def place(tx: Transaction, environment: EnvironmentRow, deployment: DeploymentRo
 
 def promote(tx: Transaction, model: ModelRow, environment_name: str, deployment: DeploymentRow,
             now: float) -> EnvironmentRow:
-    """Point the model's environment at `deployment`, bringing it back if it was inactive."""
+    """Point the model's environment at `deployment`, bringing it back if it was inactive.
+
+    Ends the environment's canary: promoting the canary deployment completes it, promoting any
+    other deployment calls it off (the old canary retires unless used elsewhere).
+    """
     environment = get_environment(tx, model, environment_name)
-    if deployment.model_id != model.id:
-        raise NotFoundError(f"deployment {deployment.id} is not a deployment of model {model.name!r}")
+    _check_model(model, deployment)
     deployment = _ensure_running(tx, deployment, now)
-    return place(tx, environment, deployment, now)
+    canary = environment.canary_deployment_id
+    if canary is not None:
+        environment = tx.environments.set_canary(environment.id, None, None, now)
+    environment = place(tx, environment, deployment, now)
+    if canary is not None and canary != deployment.id:
+        retire_if_unused(tx, canary, now)
+    return environment
+
+
+def start_canary(tx: Transaction, model: ModelRow, environment_name: str, deployment: DeploymentRow,
+                 percent: int, now: float) -> EnvironmentRow:
+    """Send `percent` percent of the environment's requests to `deployment`; the serving one keeps the rest.
+
+    Replaces an earlier canary (which retires unless used elsewhere) or changes the share of the
+    same one. A full promotion of `deployment` still waiting to take over becomes this canary.
+    """
+    environment = get_environment(tx, model, environment_name)
+    _check_model(model, deployment)
+    where = f"environment {environment.name!r} of model {model.name!r}"
+    if not MIN_CANARY_PERCENT <= percent <= MAX_CANARY_PERCENT:
+        raise SpecError(f"canary_percent must be between {MIN_CANARY_PERCENT} and {MAX_CANARY_PERCENT}, "
+                        f"got {percent}; promote without it to send all traffic", code="invalid_request")
+    if environment.deployment_id == deployment.id:
+        raise ConflictError(f"deployment {deployment.id} (#{deployment.number}) already serves {where}; "
+                            "a canary is another deployment: promote a different one with canary_percent")
+    if environment.deployment_id is None:
+        raise ConflictError(f"{where} has no deployment yet to share its traffic with a canary; promote "
+                            f"deployment #{deployment.number} without canary_percent")
+    pending = environment.pending_deployment_id
+    if pending is not None and pending != deployment.id:
+        raise ConflictError(f"{where} is switching to deployment {pending}; wait until it serves, or call the "
+                            "switch off with rollback, before starting a canary")
+    deployment = _ensure_running(tx, deployment, now)
+    if pending == deployment.id:
+        environment = tx.environments.set_pending(environment.id, None, now)
+    replaced = environment.canary_deployment_id
+    environment = tx.environments.set_canary(environment.id, deployment.id, percent, now)
+    if replaced is not None and replaced != deployment.id:
+        retire_if_unused(tx, replaced, now)
+    return environment
+
+
+def end_canary(tx: Transaction, model: ModelRow, environment_name: str, now: float) -> tuple[EnvironmentRow, str]:
+    """Send all the environment's traffic back to its deployment; returns (environment, the ended canary's id)."""
+    environment = get_environment(tx, model, environment_name)
+    canary = environment.canary_deployment_id
+    if canary is None:
+        raise NotFoundError(f"environment {environment.name!r} of model {model.name!r} has no canary; start one "
+                            f"with POST /api/v1/models/{model.name}/environments/{environment.name}/promote and "
+                            "canary_percent")
+    environment = tx.environments.set_canary(environment.id, None, None, now)
+    retire_if_unused(tx, canary, now)
+    return environment, canary
 
 
 def rollback(tx: Transaction, model: ModelRow, environment_name: str, now: float) -> tuple[EnvironmentRow, str]:
     """Re-promote the deployment that served before the current one; returns (environment, its id).
 
-    A promotion still waiting for its deployment is simply called off: the current one keeps serving.
+    A promotion still waiting for its deployment, or a canary, is simply called off: the current
+    one keeps serving all the traffic.
     """
     environment = get_environment(tx, model, environment_name)
-    if environment.pending_deployment_id is not None:
-        abandoned = environment.pending_deployment_id
+    called_off = [d for d in (environment.pending_deployment_id, environment.canary_deployment_id) if d]
+    if called_off:
         environment = tx.environments.set_pending(environment.id, None, now)
-        retire_if_unused(tx, abandoned, now)
+        environment = tx.environments.set_canary(environment.id, None, None, now)
+        for abandoned in called_off:
+            retire_if_unused(tx, abandoned, now)
         if environment.deployment_id is not None:
             return environment, environment.deployment_id
     for entry in tx.environments.history(environment.id):
@@ -107,7 +182,7 @@ def resolve_pending(tx: Transaction, now: float) -> bool:
 
 
 def retire_if_unused(tx: Transaction, deployment_id: str, now: float) -> bool:
-    """Make a running deployment inactive (no replicas) if no environment serves or awaits it."""
+    """Make a running deployment inactive (no replicas) if no environment serves, awaits or tries it."""
     if tx.environments.referencing(deployment_id):
         return False
     deployment = tx.deployments.get(deployment_id)
@@ -124,6 +199,12 @@ def _switch(tx: Transaction, environment: EnvironmentRow, deployment_id: str, no
     for old in replaced:
         retire_if_unused(tx, old, now)
     return environment
+
+
+def _check_model(model: ModelRow, deployment: DeploymentRow) -> None:
+    if deployment.model_id != model.id:
+        raise NotFoundError(f"deployment {deployment.id} is not a deployment of model {model.name!r}; "
+                            f"promote one of GET /api/v1/models/{model.name}")
 
 
 def _ensure_running(tx: Transaction, deployment: DeploymentRow, now: float) -> DeploymentRow:

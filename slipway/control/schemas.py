@@ -66,6 +66,10 @@ class PricingPatch(_Request):
 class PromoteRequest(_Request):
     deployment_id: str | None = Field(None, description="The deployment to promote, by id ...")
     number: int | None = Field(None, ge=1, description="... or by its number within the model.")
+    canary_percent: int | None = Field(
+        None, ge=1, le=99, description="Make the deployment the environment's canary, getting this percent of its "
+                                       "requests, instead of promoting it fully. Promoting the canary without it "
+                                       "completes the promotion.")
 
 
 class EnvironmentCreateRequest(_Request):
@@ -83,16 +87,30 @@ class WorkspaceCreateRequest(_Request):
 
 
 # Responses --------------------------------------------------------------------------------
+class CanaryOut(BaseModel):
+    """A deployment trying out part of an environment's traffic before a full promotion."""
+
+    deployment_id: str
+    number: int | None = Field(description="The canary deployment's number within the model.")
+    percent: int = Field(description="Percent of the environment's requests it gets once it has a ready replica.")
+
+
 class EnvironmentOut(BaseModel):
     name: str
     deployment_id: str | None = Field(description="The deployment serving this environment now.")
     pending_deployment_id: str | None = Field(description="A promoted deployment taking over once ready.")
+    canary: CanaryOut | None = Field(None, description="The environment's canary; null when it has none.")
     updated_at: float
 
     @classmethod
-    def from_row(cls, row: EnvironmentRow) -> "EnvironmentOut":
+    def from_row(cls, row: EnvironmentRow, numbers: dict[str, int] | None = None) -> "EnvironmentOut":
+        """`numbers` (deployment id -> number) fills in the canary's number."""
+        canary = None
+        if row.canary_deployment_id is not None:
+            canary = CanaryOut(deployment_id=row.canary_deployment_id, percent=row.canary_percent or 0,
+                               number=(numbers or {}).get(row.canary_deployment_id))
         return cls(name=row.name, deployment_id=row.deployment_id, pending_deployment_id=row.pending_deployment_id,
-                   updated_at=row.updated_at)
+                   canary=canary, updated_at=row.updated_at)
 
 
 class DeploymentOut(BaseModel):
@@ -129,9 +147,16 @@ class TrafficOut(BaseModel):
         description="Requests in each 5-minute slice of the last hour, oldest first (12 values).")
 
 
+class CanaryShareOut(BaseModel):
+    environment: str
+    percent: int = Field(description="Percent of the environment's requests the deployment gets as its canary.")
+
+
 class DeploymentListItem(DeploymentOut):
     environments: list[str] = Field(description="Environments this deployment serves now.")
     pending_environments: list[str] = Field(description="Environments it takes over once it has a ready replica.")
+    canary_environments: list[CanaryShareOut] = Field(
+        default_factory=list, description="Environments trying this deployment out as their canary.")
     traffic: TrafficOut
 
 
@@ -180,6 +205,15 @@ class PromotionOut(BaseModel):
     deployment_id: str = Field(description="The deployment promoted (or rolled back to).")
     serving_deployment_id: str | None = Field(description="The deployment serving the environment right now.")
     pending: bool = Field(description="True while the promoted deployment is not ready and the old one serves.")
+    canary_deployment_id: str | None = Field(None, description="The environment's canary after the change.")
+    canary_percent: int | None = Field(None, description="Percent of the environment's requests the canary gets.")
+
+    @classmethod
+    def from_rows(cls, model: str, environment: EnvironmentRow, target: DeploymentRow) -> "PromotionOut":
+        return cls(model=model, environment=environment.name, deployment_id=target.id,
+                   serving_deployment_id=environment.deployment_id,
+                   pending=environment.pending_deployment_id == target.id,
+                   canary_deployment_id=environment.canary_deployment_id, canary_percent=environment.canary_percent)
 
 
 class ReplicaOut(BaseModel):

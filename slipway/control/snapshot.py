@@ -1,9 +1,9 @@
 """The routing snapshot: built from the store, published to gateways, long-polled by version.
 
 `build_snapshot(store)` reads everything a gateway needs in one transaction: active keys,
-models with the deployment serving each environment, the deployments that can serve, and their
-live replicas. `SnapshotPublisher` holds the newest one and implements the gateway's
-`SnapshotSource` protocol in process:
+models with the deployment serving each environment (and its canary, if any), the deployments
+that can serve, and their live replicas. `SnapshotPublisher` holds the newest one and implements
+the gateway's `SnapshotSource` protocol in process:
 
     current() -> RoutingSnapshot
     await wait_newer(after_version, timeout) -> RoutingSnapshot   # at once if newer exists
@@ -18,7 +18,7 @@ from pathlib import Path
 from slipway.spec.fine_tuning import ADAPTER_DIR
 from slipway.spec.replica import ReplicaState
 from slipway.spec.snapshot import (
-    AdapterEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
+    AdapterEntry, CanaryEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
 )
 from slipway.store import RUNNING_STATUSES, Store
 
@@ -40,11 +40,15 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
 
     environments_by_model: dict[str, dict[str, str]] = {}
     captured_by_model: dict[str, list[str]] = {}
+    canaries_by_model: dict[str, dict[str, CanaryEntry]] = {}
     for environment in environments:
         if environment.capture:
             captured_by_model.setdefault(environment.model_id, []).append(environment.name)
         if environment.deployment_id:
             environments_by_model.setdefault(environment.model_id, {})[environment.name] = environment.deployment_id
+        if environment.canary_deployment_id and 1 <= (environment.canary_percent or 0) <= 99:
+            canaries_by_model.setdefault(environment.model_id, {})[environment.name] = CanaryEntry(
+                deployment_id=environment.canary_deployment_id, percent=environment.canary_percent)
     adapters = {(job.workspace_id, job.fine_tuned_model): AdapterEntry(base_model=job.model,
                                                                        path=str(Path(job.job_dir) / ADAPTER_DIR))
                 for job in fine_tuned if job.job_dir and job.fine_tuned_model}
@@ -59,6 +63,7 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
                        models=list(k.models) if k.models is not None else None) for k in keys],
         models=[ModelEntry(workspace_id=m.workspace_id, name=m.name, environments=environments_by_model.get(m.id, {}),
                            capture_environments=captured_by_model.get(m.id, []),
+                           canaries=canaries_by_model.get(m.id, {}),
                            adapter=adapters.get((m.workspace_id, m.name)))
                 for m in models],
         deployments=[

@@ -5,10 +5,17 @@
     target = table.resolve_model(workspace_id, "name@env")      # a deployment, or NotFoundError
     target = table.resolve_deployment(workspace_id, "d-…")
 
+An environment with a canary sends the canary's percent of its requests to the canary deployment,
+picked per request with the table's random source, while that deployment has a ready replica;
+otherwise every request goes to the environment's deployment, so a canary never holds a request
+for a cold start nor fails one. The `Target` keeps the environment's name: its deployment tells
+usage and metrics which of the two served.
+
 A fine-tuned model (`base:ft-…`, an adapter registered by a fine-tuning job) with no deployment of
 its own resolves to its base model's deployment in the same environment, and its `Target` carries
 the adapter: the proxy tells the replica which adapter to apply (by name and folder), so every
-replica of the base serves exactly the adapters the control plane has registered.
+replica of the base serves exactly the adapters the control plane has registered. It follows the
+base environment's canary split like any request for the base.
 
 Visibility is by workspace: a model or deployment of another workspace is reported exactly like
 one that does not exist, so a key learns nothing about names it may not use.
@@ -17,11 +24,15 @@ one that does not exist, so a key learns nothing about names it may not use.
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slipway.errors import NotFoundError
 from slipway.routing import RoutingPolicy, get_policy
-from slipway.spec.snapshot import AdapterEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot
+from slipway.spec.snapshot import (
+    AdapterEntry, CanaryEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +69,20 @@ class Target:
 
 class RouteTable:
     def __init__(self, snapshot: RoutingSnapshot, keys_by_hash: dict[str, KeyEntry],
-                 models: dict[tuple[str, str], ModelEntry], deployments: dict[str, DeploymentRoute]) -> None:
+                 models: dict[tuple[str, str], ModelEntry], deployments: dict[str, DeploymentRoute],
+                 random_source: Callable[[], float] = random.random) -> None:
         self.snapshot = snapshot
         self.version = snapshot.version
         self.keys_by_hash = keys_by_hash
         self.models = models
         self.deployments = deployments
+        # A uniform draw in [0, 1) per request to an environment with a ready canary.
+        self.random_source = random_source
 
     @classmethod
-    def build(cls, snapshot: RoutingSnapshot, previous: RouteTable | None = None) -> RouteTable:
+    def build(cls, snapshot: RoutingSnapshot, previous: RouteTable | None = None,
+              random_source: Callable[[], float] | None = None) -> RouteTable:
+        """Index `snapshot`; `random_source` defaults to the previous table's, else `random.random`."""
         keys = {k.key_hash: k for k in snapshot.keys}
         models = {(m.workspace_id, m.name): m for m in snapshot.models}
         owners = _deployment_owners(snapshot)
@@ -80,7 +96,9 @@ class RouteTable:
             routes[entry.deployment_id] = DeploymentRoute(
                 entry=entry, workspace_id=owners.get(entry.deployment_id), replicas=list(entry.replicas),
                 policy=policy, policy_name=entry.routing, has_ready=any(r.ready for r in entry.replicas))
-        return cls(snapshot, keys, models, routes)
+        if random_source is None:
+            random_source = previous.random_source if previous is not None else random.random
+        return cls(snapshot, keys, models, routes, random_source)
 
     def replica_urls(self) -> set[str]:
         return {r.url for route in self.deployments.values() for r in route.replicas}
@@ -108,8 +126,18 @@ class RouteTable:
         if route is None:
             raise NotFoundError(f"environment {environment!r} of model {name!r} points at deployment "
                                 f"{deployment_id}, which is not running; deploy or promote another")
+        canary = model.canaries.get(environment)
+        if canary is not None:
+            route = self._split(route, canary, workspace_id)
         capture = route.entry.capture or environment in model.capture_environments
         return Target(route, name, environment, capture)
+
+    def _split(self, serving: DeploymentRoute, canary: CanaryEntry, workspace_id: str) -> DeploymentRoute:
+        """The canary's route for its percent of requests while it has a ready replica, else `serving`."""
+        route = self.deployments.get(canary.deployment_id)
+        if route is None or not route.has_ready or route.workspace_id != workspace_id:
+            return serving
+        return route if self.random_source() * 100.0 < canary.percent else serving
 
     def _resolve_adapter(self, workspace_id: str, model: ModelEntry, adapter: AdapterEntry,
                          environment: str | None) -> Target:
@@ -167,7 +195,8 @@ def _deployment_owners(snapshot: RoutingSnapshot) -> dict[str, str]:
     """
     owners: dict[str, str] = {}
     for model in snapshot.models:
-        for deployment_id in model.environments.values():
+        referenced = [*model.environments.values(), *(c.deployment_id for c in model.canaries.values())]
+        for deployment_id in referenced:
             if deployment_id:
                 owners.setdefault(deployment_id, model.workspace_id)
     workspaces_by_name: dict[str, set[str]] = {}

@@ -56,6 +56,13 @@ class AdapterEntry(BaseModel):
     path: str = Field(description="The adapter's folder (PEFT format), readable by the base's replicas.")
 
 
+class CanaryEntry(BaseModel):
+    """A deployment that gets `percent` percent of an environment's requests while it has a ready replica."""
+
+    deployment_id: str
+    percent: int = Field(ge=1, le=99, description="Share of the environment's requests, in percent.")
+
+
 class ModelEntry(BaseModel):
     workspace_id: str
     name: str
@@ -63,6 +70,9 @@ class ModelEntry(BaseModel):
         None, description="Set for a fine-tuned model: requests go to the base model's deployment with this "
                           "adapter applied, unless the model has deployments of its own.")
     environments: dict[str, str] = Field(default_factory=dict, description="Environment name -> deployment id.")
+    canaries: dict[str, CanaryEntry] = Field(
+        default_factory=dict, description="Environment name -> its canary; the environment's deployment serves the "
+                                          "rest of its requests.")
     capture_environments: list[str] = Field(
         default_factory=list, description="Environments whose traffic the gateway stores as traces, whatever "
                                           "their deployment's `capture` says.")

@@ -77,6 +77,10 @@ class EnvironmentRow:
     updated_at: float
     capture: bool = False
     """Traces of this environment's traffic are stored, whatever its deployment's package says."""
+    canary_deployment_id: str | None = None
+    """A second deployment of the model that gets `canary_percent` percent of the environment's requests."""
+    canary_percent: int | None = None
+    """The canary's share of the environment's requests (1-99); None without a canary."""
 
 
 @dataclass(frozen=True)

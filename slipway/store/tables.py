@@ -24,6 +24,10 @@ an index for a deployment's recent failed requests in `usage`.
 
 Environment capture (0004): `environments.capture`, traces stored for all of an environment's
 traffic whatever its deployment's package says.
+
+Canaries (0005): `environments.canary_deployment_id` and `environments.canary_percent`, a second
+deployment of the model that gets that percent of the environment's requests before it is
+promoted fully.
 """
 
 from __future__ import annotations
@@ -115,6 +119,9 @@ environments = Table(
     Column("updated_at", Float, nullable=False),
     # Whether the gateway stores request/response traces of this environment's traffic (0004).
     Column("capture", Boolean, nullable=False, default=False, server_default=false()),
+    # A deployment getting `canary_percent` (1-99) percent of the environment's requests (0005).
+    Column("canary_deployment_id", String(40), ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True),
+    Column("canary_percent", Integer, nullable=True),
     UniqueConstraint("model_id", "name"),
 )
 

@@ -125,3 +125,32 @@ def test_upgrading_a_0003_database_leaves_every_environment_not_capturing(databa
         assert (row[0], bool(row[1])) == ("production", False)
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_0004_database_leaves_every_environment_without_a_canary(database_url, tmp_path):
+    from alembic import command
+
+    from slipway.store.migrate import alembic_config
+
+    engine = create_store_engine(database_url, tmp_path)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0004")
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
+            connection.execute(sa.text("INSERT INTO models (id, workspace_id, name, created_at) "
+                                       "VALUES ('m-1', 'ws-1', 'echo', 1.0)"))
+            connection.execute(sa.text("INSERT INTO environments (model_id, name, created_at, updated_at) "
+                                       "VALUES ('m-1', 'production', 1.0, 1.0)"))
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            row = connection.execute(sa.text(
+                "SELECT name, capture, canary_deployment_id, canary_percent FROM environments")).one()
+        assert (row[0], bool(row[1]), row[2], row[3]) == ("production", False, None, None)
+        foreign_keys = {fk["name"]: fk for fk in sa.inspect(engine).get_foreign_keys("environments")}
+        canary = foreign_keys["fk_environments_canary_deployment_id_deployments"]
+        assert (canary["constrained_columns"], canary["referred_table"]) == (["canary_deployment_id"], "deployments")
+    finally:
+        engine.dispose()

@@ -21,6 +21,7 @@ from slipway.control.routes import errors
 from slipway.control.routes.common import Caller
 from slipway.control.schemas import (
     AutoscalingPatch,
+    CanaryShareOut,
     DeployedOut,
     DeploymentListItem,
     DeploymentOut,
@@ -77,6 +78,7 @@ def router(plane: ControlPlane) -> APIRouter:
         ids = [d.id for d in rows]
         ready = plane.store.replicas.ready_counts(ids) if ids else {}
         environments = plane.store.deployments.environments_of_workspace(caller.workspace_id)
+        canaries = plane.store.environments.canaries_of_workspace(caller.workspace_id)
         now = time.time()
         items = []
         for deployment in rows:
@@ -86,6 +88,8 @@ def router(plane: ControlPlane) -> APIRouter:
                 **DeploymentOut.from_row(deployment, ready_replicas=ready.get(deployment.id, 0)).model_dump(),
                 environments=[name for name, pending in served if not pending],
                 pending_environments=[name for name, pending in served if pending],
+                canary_environments=[CanaryShareOut(environment=name, percent=percent)
+                                     for name, percent in canaries.get(deployment.id, [])],
                 traffic=traffic_summary(points, now)))
         return ListOf[DeploymentListItem](data=items)
 

@@ -14,7 +14,8 @@ runs the suite on the candidate deployment and on the environment's current depl
 (`slipway promote --gate` does both), then asks the gate with the two run ids. The gate checks
 that the runs are of that suite, evaluated exactly those deployments and succeeded, decides
 (`slipway.evals.gate.decide`), and promotes only on a pass; a refusal is a 409 `gate_failed`
-whose message names both scores, and the environment is left as it was.
+whose message names both scores, and the environment is left as it was. With `canary_percent` a
+pass makes the candidate the environment's canary at that share instead of promoting it fully.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class GateRequest(BaseModel):
     candidate_run: str = Field(description="A succeeded run of the suite on the candidate deployment.")
     baseline_run: str | None = Field(None, description="A succeeded run on the environment's current deployment "
                                                        "(needed with no_regression while it serves one).")
+    canary_percent: int | None = Field(None, ge=1, le=99, description="On a pass, make the candidate the "
+                                       "environment's canary with this percent of its requests instead of "
+                                       "promoting it fully.")
 
 
 class GateOut(BaseModel):
@@ -220,10 +224,9 @@ def router(plane: ControlPlane, services: EvalServices) -> APIRouter:
                                                 production_mean=baseline_mean)
         if not promote:
             raise GateFailedError(message)
-        env, target = plane.promote(workspace_id, body.model, body.environment, deployment_id=candidate.id)
-        promotion = PromotionOut(model=body.model, environment=env.name, deployment_id=target.id,
-                                 serving_deployment_id=env.deployment_id,
-                                 pending=env.pending_deployment_id == target.id)
+        env, target = plane.promote(workspace_id, body.model, body.environment, deployment_id=candidate.id,
+                                    canary_percent=body.canary_percent)
+        promotion = PromotionOut.from_rows(body.model, env, target)
         return GateOut(promoted=True, message=message, candidate_mean=candidate_mean, baseline_mean=baseline_mean,
                        promotion=promotion)
 

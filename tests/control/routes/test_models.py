@@ -30,7 +30,8 @@ async def test_promote_by_number_waits_for_ready_then_switches(api):
     second = api.deploy().json()
     body = api.post("/api/v1/models/echo/environments/production/promote", json={"number": 2}).json()
     assert body == {"model": "echo", "environment": "production", "deployment_id": second["id"],
-                    "serving_deployment_id": first["id"], "pending": True}
+                    "serving_deployment_id": first["id"], "pending": True, "canary_deployment_id": None,
+                    "canary_percent": None}
     await api.plane.tick(3.0)
     await api.plane.tick(4.0)
     production = api.get("/api/v1/models/echo/environments").json()["data"][0]

@@ -42,3 +42,18 @@ def test_history_is_bounded(store, model, make_deployment):
     history = store.environments.history(production.id, limit=1000)
     assert len(history) == HISTORY_LIMIT
     assert history[0].promoted_at == float(HISTORY_LIMIT + 4)
+
+
+def test_a_canary_is_set_referenced_listed_and_cleared(store, workspace, model, make_deployment):
+    first, second = make_deployment(), make_deployment()
+    production = store.environments.get(model.id, "production")
+    store.environments.set_serving(production.id, first.id, now=1.0)
+    env = store.environments.set_canary(production.id, second.id, 10, now=2.0)
+    assert (env.deployment_id, env.canary_deployment_id, env.canary_percent) == (first.id, second.id, 10)
+    assert [e.name for e in store.environments.referencing(second.id)] == ["production"]
+    assert store.environments.canaries_of_workspace(workspace.id) == {second.id: [("production", 10)]}
+    assert store.environments.canaries_of_workspace("ws-other") == {}
+    env = store.environments.set_canary(production.id, None, None, now=3.0)
+    assert (env.canary_deployment_id, env.canary_percent) == (None, None)
+    assert store.environments.referencing(second.id) == []
+    assert [h.deployment_id for h in store.environments.history(production.id)] == [first.id]

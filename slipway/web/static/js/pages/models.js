@@ -39,6 +39,8 @@ function modelCard(name, deployments) {
     ...d.environments.map((env) => h("span", { class: "env" }, h("strong", {}, env), " → ",
       h("a", { href: `#/deployments/${d.id}` }, `#${d.number}`))),
     ...d.pending_environments.map((env) => h("span", { class: "env muted" }, `${env}: #${d.number} takes over once ready`)),
+    ...(d.canary_environments || []).map((c) => h("span", { class: "env canary" }, h("strong", {}, c.environment),
+      ` canary: ${c.percent}% → `, h("a", { href: `#/deployments/${d.id}` }, `#${d.number}`))),
   ]);
   const rows = newestFirst.map((d) => [
     h("a", { href: `#/deployments/${d.id}`, class: "deployment-link" }, `#${d.number}`),
