@@ -11,6 +11,7 @@
     sampler.py          logits -> tokens
     detokenizer.py      incremental text, stop strings
     speculative.py      prompt-lookup drafts and their verification
+    lora/               many LoRA adapters in one batch: adapter table, batched products, merging
     build.py            config + model folder -> device, dtype, sizes, weights, tokenizer
     engine.py           LLMEngine: the synchronous step loop
     async_engine.py     AsyncLLMEngine: the engine in its own thread, streamed to asyncio
@@ -20,6 +21,7 @@
 from slipway.engine.async_engine import AsyncLLMEngine
 from slipway.engine.config import EngineConfig, SpeculativeConfig
 from slipway.engine.engine import LLMEngine
+from slipway.engine.lora import LoraAdapterError, merge_lora
 from slipway.engine.errors import (
     EngineDeadError, EngineError, EngineOverloadedError, EngineRequestError, PromptTooLongError,
     UnsupportedModelError,
@@ -29,6 +31,7 @@ from slipway.engine.sampling_params import SamplingParams
 
 __all__ = [
     "AsyncLLMEngine", "CompletionOutput", "EngineConfig", "EngineDeadError", "EngineError",
-    "EngineOverloadedError", "EngineRequestError", "LLMEngine", "PromptTooLongError", "RequestOutput",
-    "SamplingParams", "SpeculativeConfig", "TokenLogprob", "UnsupportedModelError", "accumulate",
+    "EngineOverloadedError", "EngineRequestError", "LLMEngine", "LoraAdapterError", "PromptTooLongError",
+    "RequestOutput", "SamplingParams", "SpeculativeConfig", "TokenLogprob", "UnsupportedModelError", "accumulate",
+    "merge_lora",
 ]

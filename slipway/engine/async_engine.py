@@ -11,8 +11,11 @@ Only the engine thread touches the `LLMEngine`; the asyncio side talks to it thr
 list guarded by a condition, and hears back through each request's own asyncio queue (filled
 with `call_soon_threadsafe`), so any number of event loops may consume. A step that raises
 stops the thread and fails every stream with `EngineDeadError`. The exceptions, safe from any
-thread: `stats()` (a snapshot swapped in after each step), the latency histograms (locked), and
-`cached_block_hashes()` (the KV pool locks its hash map for it).
+thread: `stats()` (a snapshot swapped in after each step), the latency histograms (locked),
+`cached_block_hashes()` (the KV pool locks its hash map for it), and the LoRA adapter registry
+(`add_lora` checks the folder in a worker thread and registers under the registry's lock while
+the engine steps; `remove_lora` wakes the engine thread, which drops the weights once no
+running request uses them).
 
 Latencies are measured where tokens leave the engine: in the engine thread, as each step's
 output is handed to its request's queue, so whole and streamed answers are timed alike.
@@ -163,11 +166,12 @@ class AsyncLLMEngine:
             self._thread.start()
 
     async def generate(self, prompt_token_ids: Sequence[int], params: SamplingParams | None = None, *,
-                       request_id: str | None = None) -> AsyncIterator[RequestOutput]:
-        """Stream a request's progress step by step; leaving early aborts it."""
+                       request_id: str | None = None, lora_name: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Stream a request's progress step by step, with the registered adapter `lora_name` if
+        given; leaving early aborts it."""
         arrival = self._clock()
         params = params or SamplingParams()
-        self.engine.validate_request(prompt_token_ids, params)
+        self.engine.validate_request(prompt_token_ids, params, lora_name)
         self.start()
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), arrival)
@@ -177,7 +181,7 @@ class AsyncLLMEngine:
             if len(self._streams) >= self._max_in_flight:
                 raise EngineOverloadedError(f"{len(self._streams)} requests are in flight, the most this engine takes; retry later")
             self._streams[request_id] = stream
-        self._submit(("add", request_id, list(prompt_token_ids), params))
+        self._submit(("add", request_id, list(prompt_token_ids), params, lora_name))
         finished = False
         try:
             while True:
@@ -198,6 +202,25 @@ class AsyncLLMEngine:
     async def abort(self, request_id: str) -> None:
         """Abort a request; its stream, if someone still reads it, ends without more output."""
         self._submit(("abort", request_id))
+
+    async def add_lora(self, name: str, folder: str | Path) -> None:
+        """Register a LoRA adapter (see `LLMEngine.add_lora`); the folder is read in a worker thread."""
+        await asyncio.to_thread(self.engine.add_lora, name, folder)
+
+    async def remove_lora(self, name: str) -> bool:
+        """Unregister an adapter (see `LLMEngine.remove_lora`); False if it was not registered."""
+        removed = self.engine.remove_lora(name)
+        if removed:
+            self._submit(("drop_unregistered_loras",))  # an idle engine thread frees the weights now
+        return removed
+
+    def loras(self) -> list[str]:
+        """Registered adapter names, sorted."""
+        return self.engine.loras()
+
+    def lora_folders(self) -> dict[str, Path]:
+        """Registered adapter name -> its folder."""
+        return self.engine.lora_folders()
 
     def stats(self) -> dict[str, Any]:
         """The engine's counters as of the end of the latest step."""
@@ -254,6 +277,8 @@ class AsyncLLMEngine:
                 self._stats = self.engine.stats()
                 for output in outputs:
                     self._deliver(output.request_id, output)
+                for request_id, error in self.engine.take_failed_requests():
+                    self._deliver(request_id, error)
         except BaseException as exc:  # the engine is unusable now; tell everyone waiting
             self._dead = exc
             self._fail_all(EngineDeadError(f"the engine stopped: {exc!r}; restart the replica"))
@@ -264,13 +289,16 @@ class AsyncLLMEngine:
             if final is not None:
                 self._deliver(command[1], final)
             return
-        _, request_id, prompt, params = command
+        if command[0] == "drop_unregistered_loras":
+            self.engine.lora_table.drop_unregistered()
+            return
+        _, request_id, prompt, params, lora_name = command
         with self._streams_lock:
             gone = request_id not in self._streams
         if gone:  # the consumer left before the request started
             return
         try:
-            self.engine.add_request(request_id, prompt, params)
+            self.engine.add_request(request_id, prompt, params, lora_name)
         except Exception as exc:  # noqa: BLE001 - refused requests go back to their caller
             self._deliver(request_id, exc)
 

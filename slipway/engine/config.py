@@ -77,6 +77,24 @@ class EngineConfig(BaseModel):
             "(steps are slower while it compiles). False: the engine is not built until the compile ends."
         ),
     )
+    max_loras: int = Field(
+        8, ge=1, le=256,
+        description=(
+            "LoRA adapters whose weights are loaded at once (any number may be registered): requests for "
+            "another adapter wait until one of these is used by no running request, which is then evicted "
+            "(least recently used first)."
+        ),
+    )
+    max_lora_rank: int = Field(
+        64, ge=1, le=4096, description="Largest rank r of an adapter this engine accepts; a larger one is refused."
+    )
+    merge_adapter: str | None = Field(
+        None,
+        description=(
+            "A PEFT LoRA folder folded into the base weights at load (W += scaling * B @ A): the engine then "
+            "serves the merged model as its base, at the base's speed. None serves the base as it is."
+        ),
+    )
 
     @field_validator("kv_cache_memory", mode="before")
     @classmethod

@@ -5,7 +5,13 @@ every advanced request produced.
                                                    ─► sample ─► verify drafts ─► append, stop checks
                                                    ─► cache full blocks ─► free finished ─► outputs
 
-Not thread-safe: one thread drives it (`AsyncLLMEngine` runs it in its own thread).
+LoRA adapters: `add_lora(name, folder)` registers one (checked against the base at once);
+`add_request(..., lora_name=name)` applies it to that request alone, in batches that mix
+adapters and the base (engine/lora/ says how).
+
+Not thread-safe: one thread drives it (`AsyncLLMEngine` runs it in its own thread). The
+exceptions: `add_lora`, `remove_lora`, `loras` and `lora_folders`, safe from any thread while
+it steps.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from slipway.engine.config import EngineConfig
 from slipway.engine.detokenizer import IncrementalDetokenizer
 from slipway.engine.errors import EngineOverloadedError, EngineRequestError, PromptTooLongError
 from slipway.engine.kv.manager import KVCacheManager
+from slipway.engine.lora import LoraAdapter, LoraAdapterError, LoraTable
+from slipway.engine.models.packed import can_pack
 from slipway.engine.outputs import CompletionOutput, RequestOutput, accumulate
 from slipway.engine.runner import ForwardInput
 from slipway.engine.sampler import SampledToken, Sampler, SamplingRow
@@ -46,9 +54,12 @@ class LLMEngine:
         self.max_model_len = parts.max_model_len
         self.kv = KVCacheManager(parts.num_kv_blocks, self.config.block_size,
                                  enable_prefix_caching=self.config.enable_prefix_caching)
+        self.lora_table = LoraTable(parts.model_config, max_loras=self.config.max_loras,
+                                    max_lora_rank=self.config.max_lora_rank, dtype=parts.dtype, device=self.device,
+                                    pack=can_pack(self.device, parts.dtype))
         self.scheduler = Scheduler(self.kv, max_num_seqs=self.config.max_num_seqs,
                                    max_num_batched_tokens=self.config.max_num_batched_tokens,
-                                   enable_chunked_prefill=self.config.enable_chunked_prefill)
+                                   enable_chunked_prefill=self.config.enable_chunked_prefill, loras=self.lora_table)
         self.sampler = Sampler(torch.Generator(device=self.device).manual_seed(self.config.seed))
         eos = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and getattr(self.tokenizer, "eos_token_id", None) is not None:
@@ -62,11 +73,36 @@ class LLMEngine:
         self.last_step_ran = False
         """Whether the latest step() had anything to run (False: everything waits for blocks)."""
         self._num_generated_tokens = 0
+        self._failed: list[tuple[str, LoraAdapterError]] = []
+
+    # -- LoRA adapters (any thread) ------------------------------------------------------------
+
+    def add_lora(self, name: str, folder: str | Path) -> None:
+        """Register the PEFT LoRA adapter in `folder` as `name`; its weights load on first use.
+        Raises `LoraAdapterError` (an `EngineRequestError`) naming the file and the fix if it is
+        not a LoRA adapter of this base, or `name` is taken by another folder. The same folder
+        again is a no-op."""
+        self.lora_table.register(name, folder)
+
+    def remove_lora(self, name: str) -> bool:
+        """Unregister `name`; False if it was not registered. Requests already using it finish with
+        it; its weights are dropped once none does."""
+        return self.lora_table.unregister(name)
+
+    def loras(self) -> list[str]:
+        """Registered adapter names, sorted."""
+        return self.lora_table.names()
+
+    def lora_folders(self) -> dict[str, Path]:
+        """Registered adapter name -> its folder, by name."""
+        return self.lora_table.folders()
 
     # -- requests --------------------------------------------------------------------------
 
-    def validate_request(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> None:
-        """Raise `EngineRequestError` if the engine cannot serve this request; reads config only."""
+    def validate_request(self, prompt_token_ids: Sequence[int], params: SamplingParams,
+                         lora_name: str | None = None) -> None:
+        """Raise `EngineRequestError` if the engine cannot serve this request; reads config and
+        the adapter registry only."""
         if not prompt_token_ids:
             raise EngineRequestError("the prompt is empty; send at least one token", code="empty_prompt")
         if len(prompt_token_ids) >= self.max_model_len:
@@ -79,11 +115,16 @@ class LLMEngine:
             raise EngineRequestError(f"prompt token ids must lie in [0, {vocab}); check the tokenizer matches the model")
         if params.stop and self.tokenizer is None:
             raise EngineRequestError("stop strings need a tokenizer, and this model has none; use stop_token_ids")
+        if lora_name is not None:
+            self._adapter(lora_name)
 
-    def add_request(self, request_id: str, prompt_token_ids: Sequence[int], params: SamplingParams | None = None) -> None:
-        """Queue a request; its outputs come from later `step()` calls under `request_id`."""
+    def add_request(self, request_id: str, prompt_token_ids: Sequence[int], params: SamplingParams | None = None,
+                    lora_name: str | None = None) -> None:
+        """Queue a request, with the registered LoRA adapter `lora_name` if given; its outputs come
+        from later `step()` calls under `request_id`."""
         params = params or SamplingParams()
         self.validate_request(prompt_token_ids, params)
+        adapter = self._adapter(lora_name) if lora_name is not None else None
         if request_id in self._requests:
             raise EngineRequestError(f"request id {request_id!r} is already in flight; use a unique id")
         if len(self._requests) >= self.config.max_num_seqs + self.config.max_waiting_requests:
@@ -91,7 +132,8 @@ class LLMEngine:
                 f"{len(self._requests)} requests are already in flight, the most this engine queues; retry later"
             )
         arrival = next(self._arrivals)
-        seqs = [self._new_sequence(request_id, index, prompt_token_ids, params, arrival) for index in range(params.n)]
+        seqs = [self._new_sequence(request_id, index, prompt_token_ids, params, arrival, adapter)
+                for index in range(params.n)]
         seqs[0].pending_children = seqs[1:]
         self._requests[request_id] = seqs
         self.scheduler.add(seqs[0])
@@ -115,14 +157,20 @@ class LLMEngine:
     # -- the step --------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one batch; return the progress of every request that advanced in it."""
+        """Run one batch; return the progress of every request that advanced in it. Requests
+        that failed instead (their adapter no longer loads) are in `take_failed_requests()`."""
+        self.lora_table.drop_unregistered()
         self._propose_drafts()
-        scheduled = self.scheduler.schedule().scheduled
+        schedule = self.scheduler.schedule()
+        for seq, error in schedule.failed:
+            self._fail_request(seq.request_id, error)
+        scheduled = schedule.scheduled
         self.last_step_ran = bool(scheduled)
         if not scheduled:
             return []
         inputs = [self._forward_input(item) for item in scheduled]
-        logits = self.runner.execute(inputs)
+        adapted = any(x.lora_slot is not None for x in inputs)
+        logits = self.runner.execute(inputs, self.lora_table.stack() if adapted else None)
         rows = [self._sampling_row(item.seq) for item, x in zip(scheduled, inputs) for _ in range(x.num_logits)]
         sampled = self.sampler.sample(logits, rows)
         self._num_steps += 1
@@ -135,16 +183,27 @@ class LLMEngine:
             position += x.num_logits
         return [self._request_output(request_id) for request_id in changed]
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None) -> list[RequestOutput]:
-        """Run prompts to completion (blocking); whole outputs, in the order of `prompts`."""
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None, *,
+                 lora_name: str | None = None) -> list[RequestOutput]:
+        """Run prompts to completion (blocking), all with adapter `lora_name` if given; whole
+        outputs, in the order of `prompts`."""
         ids = [f"generate-{next(self._arrivals)}-{i}" for i in range(len(prompts))]
         for request_id, prompt in zip(ids, prompts):
-            self.add_request(request_id, prompt, params)
+            self.add_request(request_id, prompt, params, lora_name=lora_name)
         deltas: dict[str, list[RequestOutput]] = {request_id: [] for request_id in ids}
         while any(request_id in self._requests for request_id in ids):
             for output in self.step():
                 deltas[output.request_id].append(output)
+            for request_id, error in self.take_failed_requests():
+                if request_id in deltas:
+                    raise error
         return [accumulate(deltas[request_id]) for request_id in ids]
+
+    def take_failed_requests(self) -> list[tuple[str, LoraAdapterError]]:
+        """Requests dropped since the last call because their adapter could not be loaded (its
+        folder changed or vanished after it was registered), with the error to give their caller."""
+        failed, self._failed = self._failed, []
+        return failed
 
     def stats(self) -> dict[str, Any]:
         """Counters for /stats and metrics; cheap, a snapshot of this moment."""
@@ -170,6 +229,8 @@ class LLMEngine:
             "max_model_len": self.max_model_len,
             "compile_seconds": self.compile_seconds,
             "decode_compiled": self.runner.compiled_decode is not None,
+            "loras_registered": self.lora_table.num_registered,
+            "loras_loaded": self.lora_table.num_loaded,
         }
 
     @property
@@ -181,8 +242,21 @@ class LLMEngine:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _adapter(self, name: str) -> LoraAdapter:
+        adapter = self.lora_table.get(name)
+        if adapter is None:
+            registered = ", ".join(self.lora_table.names()) or "none"
+            raise EngineRequestError(f"no LoRA adapter named {name!r} is registered (registered: {registered}); "
+                                     "register it with add_lora first", code="lora_not_found")
+        return adapter
+
+    def _fail_request(self, request_id: str, error: LoraAdapterError) -> None:
+        if request_id in self._requests:
+            self.abort_request(request_id)  # its other choices, if any, and their blocks
+            self._failed.append((request_id, error))
+
     def _new_sequence(self, request_id: str, index: int, prompt: Sequence[int], params: SamplingParams,
-                      arrival: int) -> Seq:
+                      arrival: int, adapter: LoraAdapter | None) -> Seq:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed + index)
@@ -191,7 +265,7 @@ class LLMEngine:
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt, stop=params.stop,
                                                  skip_special_tokens=params.skip_special_tokens)
         return Seq(next(self._seq_ids), request_id, index, prompt, params, arrival,
-                   generator=generator, detokenizer=detokenizer)
+                   generator=generator, detokenizer=detokenizer, lora=adapter)
 
     def _propose_drafts(self) -> None:
         spec = self.config.speculative
@@ -220,14 +294,15 @@ class LLMEngine:
         num_real = item.num_new_tokens - item.num_draft_tokens
         tokens = seq.token_ids[start:start + num_real] + seq.spec_token_ids[: item.num_draft_tokens]
         num_logits = 1 + item.num_draft_tokens if item.completes_prompt else 0
-        return ForwardInput(tokens, start, self.kv.block_table(seq.seq_id), num_logits)
+        slot = self.lora_table.slot_of(seq.lora) if seq.lora is not None else None
+        return ForwardInput(tokens, start, self.kv.block_table(seq.seq_id), num_logits, slot)
 
     def _advance(self, item: ScheduledSequence, sampled: list[SampledToken]) -> bool:
         """Apply one step's result to a sequence; True if it produced tokens or finished."""
         seq = item.seq
         if not item.completes_prompt:
             seq.num_computed_tokens += item.num_new_tokens
-            self.kv.cache_full_blocks(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
+            self.kv.cache_full_blocks(seq.seq_id, seq.token_ids, seq.num_computed_tokens, seq.root_hash)
             return False
         num_tokens_before = seq.num_tokens
         accepted = 0
@@ -244,7 +319,7 @@ class LLMEngine:
                 break
         # The cache now holds the last real token and every accepted draft.
         seq.num_computed_tokens = min(num_tokens_before + accepted, seq.num_tokens)
-        self.kv.cache_full_blocks(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
+        self.kv.cache_full_blocks(seq.seq_id, seq.token_ids, seq.num_computed_tokens, seq.root_hash)
         if seq.finish_reason is not None:
             if seq.detokenizer is not None:
                 seq.detokenizer.flush()

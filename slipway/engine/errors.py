@@ -4,6 +4,7 @@
      +-- SpecError
      |    +-- EngineRequestError       a request the engine cannot serve as asked (400)
      |         +-- PromptTooLongError  the prompt leaves no room for a completion in max_model_len
+     |         +-- LoraAdapterError    a folder that is not a LoRA adapter of this base (lora/adapter.py)
      +-- RuntimeLoadError
      |    +-- UnsupportedModelError    the weights folder holds an architecture or option we do not run
      +-- EngineError                   the engine itself failed or is overloaded (5xx)

@@ -5,6 +5,11 @@ sequence (the new tokens, where they start, the block table, how many logits row
 and gets back float32 logits, rows in the order asked for. Here the inputs become the flat
 batch the model runs on: token ids, positions, cache slots, and the attention metadata that
 says what each token attends to (see `models/attention.py` for the layout).
+
+A sequence with a LoRA adapter names the slot its adapter holds (`lora_slot`); a step with any
+such sequence runs the general forward with a `LoraBatch` (lora/batch.py) built from the loaded
+adapters' stack and each adapted sequence's span of rows, its decode rows ordered by slot so
+that rows of one adapter sit together. A step without one runs exactly as before.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from typing import Sequence
 
 import torch
 
+from slipway.engine.lora.batch import LoraBatch
+from slipway.engine.lora.stack import LoraStack
 from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, PrefillSpan
 from slipway.engine.models.compiled import MIN_BATCH_SIZE, MIN_BLOCK_TABLE_WIDTH, CompiledDecode
 from slipway.engine.models.config import ModelConfig
@@ -32,6 +39,8 @@ class ForwardInput:
     """The sequence's blocks, enough to hold start_position + len(token_ids) tokens."""
     num_logits: int
     """How many of the last tokens need logits: 0 (a chunk mid-prompt), 1, or 1 + drafts."""
+    lora_slot: int | None = None
+    """The slot of the sequence's LoRA adapter in the step's `LoraStack`; None: the base model."""
 
 
 def kv_cache_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -73,13 +82,16 @@ class ModelRunner:
         return seconds
 
     @torch.inference_mode()
-    def execute(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
+    def execute(self, inputs: Sequence[ForwardInput], lora: LoraStack | None = None) -> torch.Tensor:
         """Forward all inputs as one flat batch -> logits [sum(num_logits), vocab], in input order.
 
         Steps of one token per sequence run the compiled decode step when there is one; every
         other step, and all of them when nothing is compiled, runs the general forward, which
-        eagerly is as fast for decodes as the decode step would be.
+        eagerly is as fast for decodes as the decode step would be. `lora`: the loaded adapters,
+        given when some input has a `lora_slot` (such steps always run the general forward).
         """
+        if lora is not None:
+            return self._execute_mixed(inputs, lora)
         if self.compiled_decode is not None and all(len(x.token_ids) == 1 and x.num_logits == 1 for x in inputs):
             return self.execute_decode(inputs)
         return self._execute_mixed(inputs)
@@ -124,9 +136,11 @@ class ModelRunner:
 
     # -- any mix of prefill chunks, decodes and drafts -------------------------------------
 
-    def _execute_mixed(self, inputs: Sequence[ForwardInput]) -> torch.Tensor:
+    def _execute_mixed(self, inputs: Sequence[ForwardInput], lora: LoraStack | None = None) -> torch.Tensor:
         prefill = [i for i, x in enumerate(inputs) if len(x.token_ids) > self.max_batched_query_len]
         batched = [i for i, x in enumerate(inputs) if len(x.token_ids) <= self.max_batched_query_len]
+        if lora is not None:  # base rows first, then each adapter's rows together
+            batched.sort(key=lambda i: -1 if inputs[i].lora_slot is None else inputs[i].lora_slot)
         order = prefill + batched
         token_ids: list[int] = []
         positions: list[int] = []
@@ -151,14 +165,19 @@ class ModelRunner:
             prefills=[self._prefill_span(inputs[i], flat_start[i]) for i in prefill],
             batched=self._batched_queries([inputs[i] for i in batched], flat_start[batched[0]]) if batched else None,
         )
+        batch = None
+        if lora is not None:
+            spans = [(flat_start[i], len(x.token_ids), x.lora_slot) for i, x in enumerate(inputs)
+                     if x.lora_slot is not None]
+            batch = LoraBatch(lora, spans)
         return self.forward_mixed(self._tensor(token_ids), self._tensor(positions), meta,
-                                  self._tensor(logits_indices))
+                                  self._tensor(logits_indices), lora=batch)
 
     def forward_mixed(self, token_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                      logits_indices: torch.Tensor) -> torch.Tensor:
+                      logits_indices: torch.Tensor, lora: LoraBatch | None = None) -> torch.Tensor:
         """The model's general forward (eager), writing the step's keys and values as it goes."""
         return self.model(token_ids, positions, self.kv_caches, meta, logits_indices,
-                          compute_dtype=self.compute_dtype)
+                          compute_dtype=self.compute_dtype, lora=lora)
 
     def _tensor(self, values: Sequence[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)

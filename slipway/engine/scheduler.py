@@ -8,6 +8,12 @@ usually partly from the prefix cache) until it can. Then, if nothing was preempt
 sequences are admitted oldest first while the budget, `max_num_seqs` and the cache allow;
 a prompt too long for what is left of the budget starts as a chunk. Admission stops at the
 first sequence that does not fit, so nobody overtakes an older request.
+
+A sequence with a LoRA adapter is admitted only once its adapter holds one of the `max_loras`
+slots (`LoraTable.acquire`: loaded on first use, evicting the least recently used idle one);
+while it runs it pins the slot. When every slot is pinned it waits, and so does every later
+adapter sequence (they would keep the slots busy and starve it); base sequences may pass it.
+A sequence whose adapter no longer reads from disk is dropped into `SchedulerOutput.failed`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from dataclasses import dataclass, field
 
 from slipway.engine.kv.base import NO_HIT
 from slipway.engine.kv.manager import KVCacheManager
+from slipway.engine.lora.adapter import LoraAdapterError
+from slipway.engine.lora.table import LoraTable
 from slipway.engine.sequence import Sequence, SequenceStatus
 
 
@@ -39,6 +47,8 @@ class SchedulerOutput:
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     num_batched_tokens: int = 0
+    failed: list[tuple[Sequence, LoraAdapterError]] = field(default_factory=list)
+    """Sequences taken out of the queue because their adapter could not be loaded."""
 
 
 @dataclass
@@ -52,8 +62,9 @@ class Scheduler:
     """Waiting and running queues over one KV cache manager; see the module docstring."""
 
     def __init__(self, kv: KVCacheManager, *, max_num_seqs: int, max_num_batched_tokens: int,
-                 enable_chunked_prefill: bool = True) -> None:
+                 enable_chunked_prefill: bool = True, loras: LoraTable | None = None) -> None:
         self.kv = kv
+        self.loras = loras
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.enable_chunked_prefill = enable_chunked_prefill
@@ -82,6 +93,7 @@ class Scheduler:
         """Take a finished or aborted sequence out of the queues and free its blocks."""
         if seq in self.running:
             self.running.remove(seq)
+            self._release_adapter(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status = SequenceStatus.FINISHED
@@ -110,19 +122,31 @@ class Scheduler:
             index += 1
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        index = 0
+        adapters_blocked = False  # a sequence waits for a slot: later adapter sequences wait too
+        while index < len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[index]
+            if seq.lora is not None:
+                pinned = False if adapters_blocked else self._acquire_adapter(seq, out)
+                if pinned is None:  # out of the queue: the next sequence moved to `index`
+                    continue
+                if not pinned:
+                    adapters_blocked = True
+                    index += 1
+                    continue
             already_has_blocks = self.kv.has(seq.seq_id)  # forked from a sibling
-            hit = NO_HIT if already_has_blocks else self.kv.find_prefix(seq.token_ids)
+            hit = NO_HIT if already_has_blocks else self.kv.find_prefix(seq.token_ids, seq.root_hash)
             num_computed = seq.num_computed_tokens if already_has_blocks else hit.num_tokens
             num_new = seq.num_tokens - num_computed
             if num_new > budget:
                 if not self.enable_chunked_prefill:
+                    self._release_adapter(seq)
                     return
                 num_new = budget
             if self.kv.allocate_slots(seq.seq_id, num_computed + num_new, hit) is None:
+                self._release_adapter(seq)
                 return
-            self.waiting.pop(0)
+            self.waiting.pop(index)
             if not already_has_blocks:
                 self.counters.prefix_queried_tokens += seq.num_tokens
                 self.counters.prefix_hit_tokens += hit.num_tokens
@@ -135,7 +159,25 @@ class Scheduler:
             out.num_batched_tokens += num_new
             budget -= num_new
 
+    def _acquire_adapter(self, seq: Sequence, out: SchedulerOutput) -> bool | None:
+        """Pin the slot of `seq`'s adapter: True, or False if none is free now. None: the adapter
+        could not be read, and `seq` went from the queue into `out.failed`."""
+        assert self.loras is not None and seq.lora is not None
+        try:
+            return self.loras.acquire(seq.lora)
+        except LoraAdapterError as error:
+            self.waiting.remove(seq)
+            seq.status = SequenceStatus.FINISHED
+            self.kv.free(seq.seq_id)
+            out.failed.append((seq, error))
+            return None
+
+    def _release_adapter(self, seq: Sequence) -> None:
+        if seq.lora is not None and self.loras is not None:
+            self.loras.release(seq.lora)
+
     def _preempt(self, seq: Sequence) -> None:
+        self._release_adapter(seq)
         self.kv.free(seq.seq_id)
         seq.num_computed_tokens = 0
         seq.spec_token_ids.clear()

@@ -16,6 +16,8 @@ from typing import Sequence as Seq
 import torch
 
 from slipway.engine.detokenizer import IncrementalDetokenizer
+from slipway.engine.kv.hashing import ROOT_HASH
+from slipway.engine.lora.adapter import LoraAdapter
 from slipway.engine.outputs import FinishReason, TokenLogprob
 from slipway.engine.sampling_params import SamplingParams
 
@@ -31,13 +33,15 @@ class Sequence:
 
     def __init__(self, seq_id: int, request_id: str, index: int, prompt_token_ids: Seq[int],
                  params: SamplingParams, arrival: int, *, generator: torch.Generator | None = None,
-                 detokenizer: IncrementalDetokenizer | None = None) -> None:
+                 detokenizer: IncrementalDetokenizer | None = None, lora: LoraAdapter | None = None) -> None:
         self.seq_id = seq_id
         self.request_id = request_id
         self.index = index
         self.arrival = arrival
         """Order of arrival (a counter): waiting and running queues are kept in this order."""
         self.params = params
+        self.lora = lora
+        """The LoRA adapter applied to every token of this sequence; None: the base model."""
         self.token_ids: list[int] = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.num_computed_tokens = 0
@@ -67,6 +71,12 @@ class Sequence:
     @property
     def output_token_ids(self) -> list[int]:
         return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def root_hash(self) -> int:
+        """The parent hash of its first KV block: an adapter's own seed, so its blocks are never
+        shared with the base's or another adapter's."""
+        return self.lora.root_hash if self.lora is not None else ROOT_HASH
 
     @property
     def is_finished(self) -> bool:

@@ -16,6 +16,16 @@ recently used first, as JSON integers: each the block's chained hash cut to 63 b
 
 `runtime.dtype: auto` lets the engine pick (bfloat16: fastest on CPUs with AVX-512 BF16 and on
 GPUs); `float32` computes exactly what Hugging Face transformers computes in float32.
+
+LoRA adapters, as the vllm engine serves them:
+
+    adapters: {name: folder} in slipway.yaml   registered at load (folders resolved like weights)
+    a request whose `model` names an adapter   served with it (any other `model`: the base)
+    load_lora_adapter / unload_lora_adapter    register and unregister at run time (vLLM's routes)
+    ensure_lora_adapter(name, folder)          what the gateway's adapter headers ask: register
+                                               on first sight, again when the folder changed
+    SLIPWAY_LLM_MERGE_ADAPTER (runtime.env)    a folder folded into the base weights at load:
+                                               the replica serves the merged model as its base
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from slipway.engine import AsyncLLMEngine, EngineConfig, EngineRequestError, RequestOutput, accumulate
-from slipway.errors import RuntimeLoadError
+from slipway.engine import (
+    AsyncLLMEngine, EngineConfig, EngineRequestError, LoraAdapterError, RequestOutput, accumulate,
+)
+from slipway.errors import NotFoundError, RuntimeLoadError
 from slipway.runtimes.base import BadRequestError, PredictResult
 from slipway.runtimes.embedding import torch_threads
 from slipway.runtimes.llm import LlmRuntime
@@ -45,7 +57,7 @@ from slipway.runtimes.openai_text import (
     GenerationPlan, chat_prompt_ids, completion_prompt_ids, parse_chat_request, parse_completion_request,
     plan_generation,
 )
-from slipway.runtimes.weights import resolve_weights
+from slipway.runtimes.weights import WeightsNotFoundError, resolve_weights
 from slipway.spec.package import PackageSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +79,11 @@ class BuiltinLlmConfig(BaseModel):
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:N'; None picks cuda when available.")
     max_cached_block_hashes: int = Field(4096, ge=0, le=1_000_000, description=(
         "Most block hashes in /stats `cached_block_hashes` (most recently used first); 0 leaves it empty."))
+    max_loras: int | None = Field(None, ge=1, description="LoRA adapters loaded at once (engine default 8).")
+    max_lora_rank: int | None = Field(None, ge=1, description="Largest adapter rank accepted (engine default 64).")
+    merge_adapter: str | None = Field(None, description=(
+        "A PEFT LoRA folder (relative to the package, or absolute, or pkg:) merged into the base weights at "
+        "load; the replica then serves the merged model as its base."))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "BuiltinLlmConfig":
@@ -83,6 +100,7 @@ class BuiltinLlmConfig(BaseModel):
         overrides: dict[str, Any] = {key: value for key, value in {
             "kv_cache_memory": self.kv_cache_memory, "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_prefix_caching": self.enable_prefix_caching, "device": self.device,
+            "max_loras": self.max_loras, "max_lora_rank": self.max_lora_rank,
         }.items() if value is not None}
         if self.num_speculative_tokens:
             overrides["speculative"] = {"num_speculative_tokens": self.num_speculative_tokens}
@@ -103,15 +121,18 @@ class BuiltinLlmRuntime(LlmRuntime):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm-tokenize")
         self._strings: TokenStrings | None = None
         self._prompt_tokens_total = 0
+        # Adapter name -> (the path the gateway gave, the folder it resolved to) at its last
+        # ensure_lora_adapter: a request naming both again needs no filesystem call.
+        self._ensured: dict[str, tuple[str, Path]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def load(self) -> None:
-        if self.spec.adapters:
-            raise RuntimeLoadError("the builtin engine does not serve LoRA adapters yet; remove 'adapters' "
-                                   "from slipway.yaml, or set engine: vllm")
+        overrides = self.config.engine_overrides()
+        if self.config.merge_adapter:
+            overrides["merge_adapter"] = str(resolve_weights(self.config.merge_adapter, self.package_dir))
         try:
-            engine_config = EngineConfig.from_runtime_settings(self.spec.runtime, **self.config.engine_overrides())
+            engine_config = EngineConfig.from_runtime_settings(self.spec.runtime, **overrides)
         except ValidationError as exc:
             raise RuntimeLoadError(f"the engine settings are invalid: {exc}; fix runtime: in slipway.yaml") from None
         self.model_dir = await asyncio.to_thread(self._model_folder)
@@ -122,6 +143,11 @@ class BuiltinLlmRuntime(LlmRuntime):
             raise RuntimeLoadError(f"{self.model_dir} has no tokenizer (tokenizer.json or tokenizer_config.json); "
                                    "the llm runtime needs one to read text: add it to the weights folder")
         self._strings = TokenStrings(self.engine.tokenizer)
+        for name, path in self.spec.adapters.items():
+            try:
+                await self._add_adapter(name, path)
+            except (BadRequestError, EngineRequestError) as exc:
+                raise RuntimeLoadError(f"adapters.{name} in slipway.yaml: {exc.message}") from None
         self.engine.start()
         log.info("builtin engine loaded", extra={"model_dir": str(self.model_dir), "threads": threads,
                                                  "seconds": round(time.monotonic() - started, 2)})
@@ -157,7 +183,7 @@ class BuiltinLlmRuntime(LlmRuntime):
         request = parse_chat_request(body)
         prompt = await self._in_worker(chat_prompt_ids, engine.tokenizer, request)
         plan = plan_generation("chat", request, [prompt], engine.engine.max_model_len)
-        return await self._answer(plan)
+        return await self._answer(plan, self._adapter_named_by(body))
 
     async def completions(self, body: dict[str, Any]) -> PredictResult:
         engine = self._require_engine()
@@ -169,7 +195,7 @@ class BuiltinLlmRuntime(LlmRuntime):
             echo_texts = [request.prompt] if isinstance(request.prompt, str) else await self._in_worker(
                 engine.tokenizer.batch_decode, prompts)
         plan = plan_generation("completion", request, prompts, engine.engine.max_model_len, echo_texts=echo_texts)
-        return await self._answer(plan)
+        return await self._answer(plan, self._adapter_named_by(body))
 
     async def _in_worker(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -179,7 +205,12 @@ class BuiltinLlmRuntime(LlmRuntime):
             raise RuntimeLoadError("the model is not loaded yet; wait for GET /health/ready to answer 200")
         return self.engine
 
-    async def _answer(self, plan: GenerationPlan) -> PredictResult:
+    def _adapter_named_by(self, body: dict[str, Any]) -> str | None:
+        """The adapter a body's `model` names, or None (the base) for any other value."""
+        model = body.get("model")
+        return model if isinstance(model, str) and model in self._require_engine().lora_folders() else None
+
+    async def _answer(self, plan: GenerationPlan, lora_name: str | None) -> PredictResult:
         engine = self._require_engine()
         for prompt in plan.prompts:  # refuse now, before a stream's first chunk is sent
             try:
@@ -191,12 +222,13 @@ class BuiltinLlmRuntime(LlmRuntime):
         response_id = ("chatcmpl-" if plan.route == "chat" else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         if plan.stream:
-            return self._stream(plan, response_id, created)
-        return await self._whole(plan, response_id, created)
+            return self._stream(plan, response_id, created, lora_name)
+        return await self._whole(plan, response_id, created, lora_name)
 
-    async def _whole(self, plan: GenerationPlan, response_id: str, created: int) -> dict[str, Any]:
+    async def _whole(self, plan: GenerationPlan, response_id: str, created: int,
+                     lora_name: str | None) -> dict[str, Any]:
         deltas: list[list[RequestOutput]] = [[] for _ in plan.prompts]
-        async with aclosing(self._generate(plan)) as outputs:
+        async with aclosing(self._generate(plan, lora_name)) as outputs:
             async for prompt_index, output in outputs:
                 deltas[prompt_index].append(output)
         n = plan.params.n
@@ -213,12 +245,14 @@ class BuiltinLlmRuntime(LlmRuntime):
                                 "finish_reason": choice.finish_reason,
                                 "logprobs": self._logprobs(plan, choice.logprobs, len(echo))[0]})
         build = chat_completion if plan.route == "chat" else text_completion
-        return build(response_id, created, self.spec.name, choices,
+        return build(response_id, created, lora_name or self.spec.name, choices,
                      usage(prompt_tokens, completion_tokens, cached_tokens))
 
-    async def _stream(self, plan: GenerationPlan, response_id: str, created: int) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, plan: GenerationPlan, response_id: str, created: int,
+                      lora_name: str | None) -> AsyncIterator[dict[str, Any]]:
         """The answer chunk by chunk; closing it early aborts the engine requests (see `_generate`)."""
-        writer = ChunkWriter(plan.route, response_id, created, self.spec.name, include_usage=plan.include_usage)
+        writer = ChunkWriter(plan.route, response_id, created, lora_name or self.spec.name,
+                             include_usage=plan.include_usage)
         n = plan.params.n
         if plan.route == "chat":
             for index in range(plan.num_choices):
@@ -231,7 +265,7 @@ class BuiltinLlmRuntime(LlmRuntime):
         prompt_tokens: dict[int, int] = {}
         cached_tokens: dict[int, int] = {}
         completion_tokens = 0
-        async with aclosing(self._generate(plan)) as outputs:
+        async with aclosing(self._generate(plan, lora_name)) as outputs:
             async for prompt_index, output in outputs:
                 prompt_tokens[prompt_index] = output.num_prompt_tokens
                 cached_tokens[prompt_index] = max(cached_tokens.get(prompt_index, 0), output.num_cached_tokens)
@@ -255,7 +289,7 @@ class BuiltinLlmRuntime(LlmRuntime):
             return chat_logprobs(logprobs or [], self._strings), text_offset
         return completion_logprobs(logprobs or [], self._strings, text_offset)
 
-    async def _generate(self, plan: GenerationPlan) -> AsyncIterator[tuple[int, RequestOutput]]:
+    async def _generate(self, plan: GenerationPlan, lora_name: str | None) -> AsyncIterator[tuple[int, RequestOutput]]:
         """(prompt index, step output) of every prompt's engine request, as they come.
 
         Whoever stops reading early closes this generator, which closes each engine stream and so
@@ -263,7 +297,7 @@ class BuiltinLlmRuntime(LlmRuntime):
         """
         engine = self._require_engine()
         if len(plan.prompts) == 1:
-            async with aclosing(engine.generate(plan.prompts[0], plan.params)) as outputs:
+            async with aclosing(engine.generate(plan.prompts[0], plan.params, lora_name=lora_name)) as outputs:
                 async for output in outputs:
                     yield 0, output
             return
@@ -271,7 +305,7 @@ class BuiltinLlmRuntime(LlmRuntime):
 
         async def pump(prompt_index: int, prompt: list[int]) -> None:
             try:
-                async with aclosing(engine.generate(prompt, plan.params)) as outputs:
+                async with aclosing(engine.generate(prompt, plan.params, lora_name=lora_name)) as outputs:
                     async for output in outputs:
                         await queue.put((prompt_index, output))
             except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
@@ -294,6 +328,64 @@ class BuiltinLlmRuntime(LlmRuntime):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- LoRA adapters ---------------------------------------------------------------------
+
+    async def load_lora_adapter(self, body: Any) -> dict[str, Any]:
+        """`POST /v1/load_lora_adapter` {"lora_name", "lora_path"}, as vLLM's: register an adapter;
+        the same name and folder again is a no-op."""
+        name, path = _adapter_field(body, "lora_name"), _adapter_field(body, "lora_path")
+        folder = await self._add_adapter(name, path)
+        return {"object": "lora_adapter", "name": name, "path": str(folder),
+                "message": f"Success: LoRA adapter '{name}' added successfully."}
+
+    async def unload_lora_adapter(self, body: Any) -> dict[str, Any]:
+        """`POST /v1/unload_lora_adapter` {"lora_name"}: unregister it (requests using it finish)."""
+        name = _adapter_field(body, "lora_name")
+        if not await self._require_engine().remove_lora(name):
+            raise NotFoundError(f"no LoRA adapter named {name!r} is loaded on this replica; GET /v1/lora_adapters "
+                                "lists those that are", code="lora_not_found")
+        return {"object": "lora_adapter", "name": name,
+                "message": f"Success: LoRA adapter '{name}' removed successfully."}
+
+    def lora_adapters(self) -> list[dict[str, str]]:
+        """The registered adapters as [{"name", "path"}], by name."""
+        if self.engine is None:
+            return []
+        return [{"name": name, "path": str(folder)} for name, folder in self.engine.lora_folders().items()]
+
+    async def ensure_lora_adapter(self, name: str, path: str) -> None:
+        """Have adapter `name` registered from `path` (what the gateway's adapter headers ask):
+        registered on first sight, registered again when its folder changed, else nothing to do."""
+        engine = self._require_engine()
+        current = engine.lora_folders().get(name)
+        if current is not None and self._ensured.get(name) == (path, current):
+            return
+        folder = self._adapter_folder(path)
+        if current is not None and current != folder:
+            await engine.remove_lora(name)
+        await self._add_adapter(name, path)
+        self._ensured[name] = (path, folder)
+
+    async def _add_adapter(self, name: str, path: str) -> Path:
+        if name == self.spec.name:
+            raise BadRequestError(f"an adapter cannot be named {name!r}, the base model's name on this replica; "
+                                  "give it another name", param="lora_name")
+        folder = self._adapter_folder(path)
+        try:
+            await self._require_engine().add_lora(name, folder)
+        except LoraAdapterError as exc:
+            raise BadRequestError(exc.message, param="lora_path", code=exc.code) from None
+        return folder
+
+    def _adapter_folder(self, path: str) -> Path:
+        try:
+            return resolve_weights(path, self.package_dir)
+        except WeightsNotFoundError:
+            raise BadRequestError(
+                f"the LoRA adapter folder {path!r} does not exist on this replica's machine; give an absolute path, "
+                "one relative to the package folder, or pkg:<python package>/<path>", param="lora_path",
+                code="lora_not_found") from None
 
     # -- stats -----------------------------------------------------------------------------
 
@@ -338,7 +430,17 @@ class BuiltinLlmRuntime(LlmRuntime):
             "spec_acceptance_rate": engine["spec_acceptance_rate"],
             "num_preemptions": engine["num_preemptions"],
             "max_model_len": engine["max_model_len"],
+            "loras_registered": engine["loras_registered"],
+            "loras_loaded": engine["loras_loaded"],
         }
+
+
+def _adapter_field(body: Any, name: str) -> str:
+    """A required string of a load/unload body, or a 400 naming it."""
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequestError(f"'{name}' must be a non-empty string", param=name)
+    return value
 
 
 __all__ = ["BuiltinLlmConfig", "BuiltinLlmRuntime"]

@@ -10,6 +10,15 @@
     GET  /stats                  JSON: kind, ready, draining, in_flight, requests_total + runtime stats
     GET  /tokenizer              kind llm: the tokenizer's files and the KV block size (for kv_aware gateways)
     POST /drain                  stop taking new work; in-flight work finishes
+    GET  /v1/models              OpenAI list: the base model, and its LoRA adapters (`parent`: the base)
+    GET  /v1/lora_adapters       {"data": [{"name", "path"}]}: the adapters registered now
+    POST /v1/load_lora_adapter   {"lora_name", "lora_path"} (vLLM's routes; runtimes that load adapters)
+    POST /v1/unload_lora_adapter {"lora_name"}
+
+A work request carrying the gateway's adapter headers (spec.replica.ADAPTER_HEADER and
+ADAPTER_PATH_HEADER, percent-encoded) first has the runtime register that adapter
+(`ensure_lora_adapter`), then runs with its body's `model` set to the adapter's name (the client
+may have written `name@environment`).
 
 Raw ASGI with a dict lookup per request keeps the hot path short. Work routes refuse with 503
 and `Retry-After: 1` while loading or draining; every error is in the OpenAI error shape. A
@@ -35,13 +44,14 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
 
 from pydantic import ValidationError
 
 from slipway.errors import SlipwayError
 from slipway.observe import request_id_var, tracing
 from slipway.runtimes import Runtime, create_runtime, is_stream
-from slipway.runtimes.base import BadRequestError, bad_request_from_validation
+from slipway.runtimes.base import BadRequestError, UnsupportedRouteError, bad_request_from_validation
 from slipway.server.http import (
     Receive, Send, dumps, error_payload, parse_json, read_body, send_bytes, send_json, send_stream,
 )
@@ -49,6 +59,7 @@ from slipway.server.metrics import ReplicaMetrics
 from slipway.server.state import ServingState
 from slipway.spec.openai import EmbeddingsRequest, error_body
 from slipway.spec.package import PackageSpec
+from slipway.spec.replica import ADAPTER_HEADER, ADAPTER_PATH_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +102,14 @@ class ReplicaApp:
         self.tracing = tracing.tracing_from_env(tracing.REPLICA_SERVICE_NAME)
         self._load_task: asyncio.Task[None] | None = None
         self._tokenizer_body: bytes | None = None  # built once: the loaded runtime never changes
+        self._created = int(time.time())  # the `created` of GET /v1/models
         self._work: dict[str, tuple[str, WorkHandler]] = {
             "/predict": ("predict", self._predict),
             "/v1/embeddings": ("embeddings", self._embeddings),
             "/v1/chat/completions": ("chat.completions", self._chat_completions),
             "/v1/completions": ("completions", self._completions),
+            "/v1/load_lora_adapter": ("load_lora_adapter", self._load_lora_adapter),
+            "/v1/unload_lora_adapter": ("unload_lora_adapter", self._unload_lora_adapter),
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -183,6 +197,10 @@ class ReplicaApp:
             await send_json(send, 200, self.stats())
         elif path == "/tokenizer" and method == "GET":
             await self._serve_tokenizer(send)
+        elif path == "/v1/models" and method == "GET":
+            await send_json(send, 200, self._models())
+        elif path == "/v1/lora_adapters" and method == "GET":
+            await send_json(send, 200, {"object": "list", "data": self._adapters()})
         elif path == "/drain" and method == "POST":
             await read_body(receive, self.max_body_bytes)
             self.drain()
@@ -190,8 +208,8 @@ class ReplicaApp:
         else:
             await send_json(send, 404, error_body(
                 f"no route {method} {path} on this replica; it serves /predict, /v1/embeddings, "
-                "/v1/chat/completions, /v1/completions, /health/live, /health/ready, /metrics, /stats, /tokenizer, "
-                "/drain",
+                "/v1/chat/completions, /v1/completions, /v1/models, /v1/lora_adapters, /v1/load_lora_adapter, "
+                "/v1/unload_lora_adapter, /health/live, /health/ready, /metrics, /stats, /tokenizer, /drain",
                 code="not_found"))
 
     def stats(self) -> dict[str, Any]:
@@ -264,6 +282,9 @@ class ReplicaApp:
             self.metrics.observe(route, 503, time.perf_counter() - started)
             request_id_var.reset(token)
             return
+        adapter = _header(scope, ADAPTER_HEADER.encode()), _header(scope, ADAPTER_PATH_HEADER.encode())
+        if adapter[0] and adapter[1]:
+            handler = self._with_adapter(handler, unquote(adapter[0]), unquote(adapter[1]))
         self.state.begin()
         self.metrics.in_flight.inc()
         status = 500
@@ -356,6 +377,44 @@ class ReplicaApp:
     async def _completions(self, body: Any) -> Any:
         assert self.runtime is not None
         return await self.runtime.completions(_object(body))
+
+    # -- LoRA adapters (runtimes that serve them: the llm builtin engine) -------------------
+
+    async def _load_lora_adapter(self, body: Any) -> Any:
+        return await self._adapter_method("load_lora_adapter")(body)
+
+    async def _unload_lora_adapter(self, body: Any) -> Any:
+        return await self._adapter_method("unload_lora_adapter")(body)
+
+    def _with_adapter(self, handler: WorkHandler, name: str, path: str) -> WorkHandler:
+        async def with_adapter(body: Any) -> Any:
+            await self._adapter_method("ensure_lora_adapter")(name, path)
+            return await handler({**body, "model": name} if isinstance(body, dict) else body)
+        return with_adapter
+
+    def _adapter_method(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.runtime, name, None)
+        if method is None:
+            engine = f", engine {self.spec.engine}" if self.spec.engine else ""
+            raise UnsupportedRouteError(
+                f"this replica (kind {self.spec.kind}{engine}) does not load LoRA adapters at run time; the llm "
+                "builtin engine does. Serve the adapter merged, or list it under adapters: in slipway.yaml")
+        return method
+
+    def _adapters(self) -> list[dict[str, str]]:
+        """The runtime's registered adapters; for runtimes without a registry, those of slipway.yaml."""
+        listing = getattr(self.runtime, "lora_adapters", None)
+        if listing is not None:
+            return listing()
+        return [{"name": name, "path": path} for name, path in self.spec.adapters.items()]
+
+    def _models(self) -> dict[str, Any]:
+        """GET /v1/models in OpenAI's list shape, adapters with the base as `parent` (as vLLM lists them)."""
+        base = {"id": self.spec.name, "object": "model", "created": self._created, "owned_by": "slipway",
+                "root": self.spec.weights or self.spec.name, "parent": None}
+        adapters = [{"id": adapter["name"], "object": "model", "created": self._created, "owned_by": "slipway",
+                     "root": adapter["path"], "parent": self.spec.name} for adapter in self._adapters()]
+        return {"object": "list", "data": [base, *adapters]}
 
 
 class _ClientDisconnected(Exception):

@@ -24,12 +24,6 @@ def test_engine_vllm_keeps_its_own_runtime():
     assert isinstance(runtime, VllmRuntime)
 
 
-async def test_adapters_are_refused_at_load_naming_the_fix(tmp_path):
-    spec = parse_package("name: bot\nkind: llm\n" + WEIGHTS + "adapters: {a: ./a}\n")
-    with pytest.raises(RuntimeLoadError, match="engine: vllm"):
-        await BuiltinLlmRuntime(spec, tmp_path).load()
-
-
 async def test_missing_weights_fail_the_load_naming_the_path(tmp_path):
     spec = parse_package("name: bot\nkind: llm\nweights: ./missing\n")
     with pytest.raises(RuntimeLoadError, match="missing"):

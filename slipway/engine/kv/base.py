@@ -23,6 +23,10 @@ Block states, and the only moves between them:
           ▲                                                                     │  └───────┘ on a used block:
           └──────────── last release (joins the LRU back) ──────────────────────┘            ref + 1
 
+A sequence with a LoRA adapter chains its first block on the adapter's own root hash instead of
+0 (`Sequence.root_hash`): the same tokens under another adapter are other keys and values, so
+they never share blocks; the base's hashes are unchanged.
+
 Rules the manager keeps:
 - Only full blocks whose every token has been computed are cached (`cache_full_blocks`).
 - A block is never both free and used; a reference count never goes below zero.

@@ -22,7 +22,8 @@ from array import array
 from typing import Sequence
 
 ROOT_HASH = 0
-"""The parent hash of a sequence's first block."""
+"""The parent hash of a sequence's first block (of the base model's: a sequence with a LoRA
+adapter chains on the adapter's own root, so adapters never share blocks)."""
 
 REPORTED_HASH_MASK = (1 << 63) - 1
 """Reported hashes keep the low 63 bits, so they fit a signed 64-bit integer in JSON, SQL and
@@ -42,10 +43,10 @@ def hash_block(parent_hash: int, token_ids: Sequence[int]) -> int:
     return int.from_bytes(digest.digest(), "little")
 
 
-def hash_prefix_blocks(token_ids: Sequence[int], block_size: int) -> list[int]:
-    """Hashes of every full block of `token_ids`, in order."""
+def hash_prefix_blocks(token_ids: Sequence[int], block_size: int, root_hash: int = ROOT_HASH) -> list[int]:
+    """Hashes of every full block of `token_ids`, in order, the first one chained on `root_hash`."""
     hashes: list[int] = []
-    parent = ROOT_HASH
+    parent = root_hash
     for start in range(0, len(token_ids) - block_size + 1, block_size):
         parent = hash_block(parent, token_ids[start:start + block_size])
         hashes.append(parent)

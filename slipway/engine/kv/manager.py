@@ -59,8 +59,9 @@ class KVCacheManager:
             return []
         return [reported_hash(block_hash) for block_hash in self.pool.recent_cached_hashes(limit)]
 
-    def find_prefix(self, token_ids: Sequence[int]) -> PrefixHit:
-        """The longest cached run of full blocks that starts `token_ids`.
+    def find_prefix(self, token_ids: Sequence[int], root_hash: int = ROOT_HASH) -> PrefixHit:
+        """The longest cached run of full blocks that starts `token_ids`, chained on `root_hash`
+        (the sequence's: see `Sequence.root_hash`).
 
         Stops one token short of the end: the last token is always computed, since its logits
         are what the next token is sampled from.
@@ -69,7 +70,7 @@ class KVCacheManager:
             return NO_HIT
         block_ids: list[int] = []
         hashes: list[int] = []
-        parent = ROOT_HASH
+        parent = root_hash
         max_blocks = (len(token_ids) - 1) // self.block_size
         for index in range(max_blocks):
             start = index * self.block_size
@@ -107,8 +108,10 @@ class KVCacheManager:
         table.extend(new_blocks)
         return table
 
-    def cache_full_blocks(self, seq_id: int, token_ids: Sequence[int], num_computed_tokens: int) -> None:
-        """Register every block of `seq_id` that is now full of computed tokens under its hash."""
+    def cache_full_blocks(self, seq_id: int, token_ids: Sequence[int], num_computed_tokens: int,
+                          root_hash: int = ROOT_HASH) -> None:
+        """Register every block of `seq_id` that is now full of computed tokens under its hash
+        (the chain starts at `root_hash`, as in `find_prefix`)."""
         if not self.enable_prefix_caching:
             return
         table = self._tables[seq_id]
@@ -116,7 +119,7 @@ class KVCacheManager:
         num_full = min(num_computed_tokens // self.block_size, len(table))
         for index in range(len(hashes), num_full):
             start = index * self.block_size
-            parent = hashes[-1] if hashes else ROOT_HASH
+            parent = hashes[-1] if hashes else root_hash
             block_hash = hash_block(parent, token_ids[start:start + self.block_size])
             hashes.append(block_hash)
             self.pool.cache(table[index], block_hash)

@@ -12,9 +12,15 @@ Two entry points share the weights and the arithmetic:
              into the cache as each layer computes them
     decode   one new token per sequence; a pure function of its inputs (the cache is only read,
              the step's keys and values come back for the caller to write), so it compiles
+
+`forward` takes the step's LoRA adapters too (`lora`, see engine/lora/batch.py): each adapted
+projection adds its rows' deltas after the base product, `y = lora.apply(name, x, base(x))`.
+Without one (no row of the step has an adapter) the code path is the base model's alone.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +29,9 @@ from torch import nn
 from slipway.engine.models.attention import AttentionMetadata, block_rows, decode_attention, paged_attention
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary
+
+if TYPE_CHECKING:  # the lora package imports this module (merge_lora)
+    from slipway.engine.lora.batch import LayerLora, LoraBatch
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -41,10 +50,12 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=config.o_bias)
 
     def forward(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache,
-                meta: AttentionMetadata, compute_dtype: torch.dtype) -> torch.Tensor:
-        q, k, v = self._project(hidden, rope)
-        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype)
-        return self.o_proj(out.flatten(1))
+                meta: AttentionMetadata, compute_dtype: torch.dtype, lora: LayerLora | None = None) -> torch.Tensor:
+        q, k, v = self._project(hidden, rope, lora)
+        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1)
+        if lora is None:
+            return self.o_proj(out)
+        return lora.apply("o_proj", out, self.o_proj(out))
 
     def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -53,9 +64,13 @@ class LlamaAttention(nn.Module):
         out = decode_attention(q, k, v, kv_cache[0], kv_cache[1], rows, context_lens, compute_dtype)
         return self.o_proj(out.flatten(1)), k, v
 
-    def _project(self, hidden: torch.Tensor, rope: Rope) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _project(self, hidden: torch.Tensor, rope: Rope,
+                 lora: LayerLora | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num_tokens = hidden.shape[0]
-        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        qkv = self.qkv_proj(hidden)
+        if lora is not None:
+            qkv = lora.apply("qkv_proj", hidden, qkv)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
@@ -70,9 +85,13 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, lora: LayerLora | None = None) -> torch.Tensor:
+        if lora is None:
+            gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
+        gate, up = lora.apply("gate_up_proj", x, self.gate_up_proj(x)).split(self.intermediate_size, dim=-1)
+        hidden = F.silu(gate) * up
+        return lora.apply("down_proj", hidden, self.down_proj(hidden))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -84,9 +103,9 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(config)
 
     def forward(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache,
-                meta: AttentionMetadata, compute_dtype: torch.dtype) -> torch.Tensor:
-        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, kv_cache, meta, compute_dtype)
-        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+                meta: AttentionMetadata, compute_dtype: torch.dtype, lora: LayerLora | None = None) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, kv_cache, meta, compute_dtype, lora)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden), lora)
 
     def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -113,12 +132,13 @@ class LlamaForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
                 meta: AttentionMetadata, logits_indices: torch.Tensor,
-                compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Flat tokens [N] at positions [N] -> float32 logits [len(logits_indices), vocab]."""
+                compute_dtype: torch.dtype = torch.float32, lora: LoraBatch | None = None) -> torch.Tensor:
+        """Flat tokens [N] at positions [N] -> float32 logits [len(logits_indices), vocab]; `lora`:
+        the step's adapters, if any row has one."""
         hidden = self.embed_tokens(input_ids)
         rope = self.rotary.cos_sin(positions, hidden.dtype)
-        for layer, kv_cache in zip(self.layers, kv_caches):
-            hidden = layer(hidden, rope, kv_cache, meta, compute_dtype)
+        for index, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches)):
+            hidden = layer(hidden, rope, kv_cache, meta, compute_dtype, lora.layer(index) if lora is not None else None)
         # Norm and LM head only for the rows that are sampled: a prefill chunk needs at most one.
         hidden = self.norm(hidden[logits_indices])
         return self.lm_head(hidden).float()
