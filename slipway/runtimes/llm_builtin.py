@@ -24,8 +24,8 @@ LoRA adapters, as the vllm engine serves them:
     load_lora_adapter / unload_lora_adapter    register and unregister at run time (vLLM's routes)
     ensure_lora_adapter(name, folder)          what the gateway's adapter headers ask: register
                                                on first sight, again when the folder changed
-    SLIPWAY_LLM_MERGE_ADAPTER (runtime.env)    a folder folded into the base weights at load:
-                                               the replica serves the merged model as its base
+    runtime.merge_adapter in slipway.yaml      a folder folded into the base weights at load:
+    (or SLIPWAY_LLM_MERGE_ADAPTER)             the replica serves the merged model as its base
 """
 
 from __future__ import annotations
@@ -129,8 +129,9 @@ class BuiltinLlmRuntime(LlmRuntime):
 
     async def load(self) -> None:
         overrides = self.config.engine_overrides()
-        if self.config.merge_adapter:
-            overrides["merge_adapter"] = str(resolve_weights(self.config.merge_adapter, self.package_dir))
+        merged = self.spec.runtime.merge_adapter or self.config.merge_adapter
+        if merged:
+            overrides["merge_adapter"] = str(resolve_weights(merged, self.package_dir))
         try:
             engine_config = EngineConfig.from_runtime_settings(self.spec.runtime, **overrides)
         except ValidationError as exc:

@@ -121,6 +121,10 @@ class RuntimeSettings(_Strict):
     )
     python: str | None = Field(None, description="Interpreter for an external engine (vllm).")
     max_batch_size: int = Field(32, ge=1, description="Most inputs an embedding model encodes in one batch.")
+    merge_adapter: str | None = Field(
+        None, description="llm, builtin engine: a PEFT LoRA folder (relative to the package, absolute, or "
+                          "pkg:<package>/<path>) folded into the base weights at load; the replica then serves "
+                          "the merged model as its own. For one winning adapter served at the base's speed.")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the replica.")
 
 
@@ -154,6 +158,9 @@ class PackageSpec(_Strict):
             raise ValueError("kind 'embedding' needs 'weights': a sentence-transformers folder or pkg:<package>/<path>")
         if self.adapters and self.kind != "llm":
             raise ValueError("'adapters' apply to kind 'llm' only")
+        if self.runtime.merge_adapter and (self.kind != "llm" or self.engine != "builtin"):
+            raise ValueError("runtime.merge_adapter applies to kind 'llm' with engine 'builtin' only; for vllm, "
+                             "serve the adapter under 'adapters' instead")
         return self
 
 

@@ -17,7 +17,7 @@ import openai
 import pytest
 import uvicorn
 
-from slipway.errors import RuntimeLoadError
+from slipway.errors import RuntimeLoadError, SpecError
 from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime
 from slipway.server.app import ReplicaApp
 from slipway.spec.package import parse_package
@@ -231,11 +231,17 @@ def test_the_gateways_adapter_headers_register_the_adapter_on_first_sight(replic
 # -- loading the package --------------------------------------------------------------------------------
 
 
-async def test_a_merged_deployment_serves_the_adapter_as_its_base(models, tmp_path):
+@pytest.mark.parametrize("how", ["slipway.yaml", "environment"])
+async def test_a_merged_deployment_serves_the_adapter_as_its_base(models, tmp_path, how):
     spec, folder = package(models, tmp_path)
-    config = BuiltinLlmConfig.from_env({"SLIPWAY_LLM_MERGE_ADAPTER": "./adapters/beta",
-                                        "SLIPWAY_LLM_KV_CACHE_MEMORY": "8Mi"})
-    runtime = BuiltinLlmRuntime(spec.model_copy(update={"adapters": {}}), folder, config=config)
+    settings = {"SLIPWAY_LLM_KV_CACHE_MEMORY": "8Mi"}
+    if how == "slipway.yaml":
+        runtime_settings = spec.runtime.model_copy(update={"merge_adapter": "./adapters/beta"})
+        spec = spec.model_copy(update={"adapters": {}, "runtime": runtime_settings})
+    else:
+        settings["SLIPWAY_LLM_MERGE_ADAPTER"] = "./adapters/beta"
+        spec = spec.model_copy(update={"adapters": {}})
+    runtime = BuiltinLlmRuntime(spec, folder, config=BuiltinLlmConfig.from_env(settings))
     await runtime.load()
     try:
         answer = await runtime.completions({"model": "tiny", "prompt": "hello", "max_tokens": MAX_TOKENS,
@@ -243,6 +249,11 @@ async def test_a_merged_deployment_serves_the_adapter_as_its_base(models, tmp_pa
         assert answer["choices"][0]["text"] == models.text("beta", "hello")
     finally:
         await runtime.close()
+
+
+def test_merge_adapter_is_for_the_builtin_engine_only():
+    with pytest.raises(SpecError, match="merge_adapter applies to kind 'llm' with engine 'builtin' only"):
+        parse_package("name: tiny\nkind: llm\nengine: vllm\nweights: ./w\nruntime: {merge_adapter: ./a}\n")
 
 
 async def test_an_adapter_in_slipway_yaml_that_does_not_fit_fails_the_load(models, tmp_path):
