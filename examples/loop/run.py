@@ -24,6 +24,9 @@ queue name only; out of the box it answers with sentences and scores 0. The step
                                (what `slipway promote smollm2 --deployment N --gate SUITE:MIN,no-regression`
                                does; the production run of step 7 is its baseline)
     10 ask production          one held-out ticket per queue through the gateway, `openai` client
+    11 refuse a damaged one    the adapter with its updates reversed and amplified, deployed merged
+                               and gated the same way against the new production: the gate refuses
+                               it and production keeps serving the promoted version
 
 Prints the before and after scores and the time of each step. A failed step ends the run with one
 line saying what failed, and exit code 1.
@@ -60,6 +63,7 @@ from steps import (  # noqa: E402
     TRAFFIC_STREAMS,
     LoopError,
     api_post,
+    damage_adapter,
     console,
     deploy,
     follow_job,
@@ -88,7 +92,7 @@ class Timings:
 
     @contextmanager
     def step(self, number: int, title: str) -> Iterator[None]:
-        console.print(f"\n[bold][{number}/10] {title}[/]")
+        console.print(f"\n[bold][{number}/{NUM_STEPS}] {title}[/]")
         started = time.monotonic()
         yield
         seconds = time.monotonic() - started
@@ -102,6 +106,8 @@ class Timings:
 
 # ---- the loop ---------------------------------------------------------------------------------------
 
+NUM_STEPS = 11
+
 @dataclass
 class Outcome:
     """What the report prints: held-out scores before and after, traffic accuracy, the final answers."""
@@ -111,6 +117,17 @@ class Outcome:
     traffic_right: int = 0
     traffic_total: int = 0
     shown: list[tuple[tickets.Ticket, str]] = field(default_factory=list)
+    damaged: float = 0.0
+    refusal: str = ""
+
+
+def candidate_package(work: Path, name: str, adapter: Path, job: dict, *, merge_in_process: bool) -> Path:
+    """examples/smollm2 with `adapter` folded in: by the replica (`runtime.merge_adapter`), or here."""
+    if not merge_in_process:
+        return write_package(work / name, merge_adapter=adapter)
+    with console.status("      folding the adapter into a copy of the base weights…"):
+        merged = merge_into_folder(Path(job["base_model_path"]), adapter, work / f"{name}-weights")
+    return write_package(work / name, weights=merged)
 
 
 def run_loop(url: str, admin_key: str, work: Path, settings: TrainingSettings, timings: Timings, *,
@@ -166,12 +183,7 @@ def run_loop(url: str, admin_key: str, work: Path, settings: TrainingSettings, t
 
     with timings.step(8, "Deploying the candidate: the base weights with the adapter folded in"):
         adapter = Path(job["adapter_path"])
-        if merge_in_process:
-            with console.status("      folding the adapter into a copy of the base weights…"):
-                merged = merge_into_folder(Path(job["base_model_path"]), adapter, work / "merged-weights")
-            package = write_package(work / "candidate", weights=merged)
-        else:
-            package = write_package(work / "candidate", merge_adapter=adapter)
+        package = candidate_package(work, "candidate", adapter, job, merge_in_process=merge_in_process)
         candidate = deploy(client, package, promote=False, what="candidate")
         console.print(f"      {candidate['id']} (#{candidate['number']}) is ready in development")
 
@@ -198,6 +210,28 @@ def run_loop(url: str, admin_key: str, work: Path, settings: TrainingSettings, t
             reply = chat.chat.completions.create(model=MODEL, messages=tickets.messages(ticket.text),
                                                  max_tokens=MAX_ANSWER_TOKENS, temperature=0)
             outcome.shown.append((ticket, reply.choices[0].message.content or ""))
+
+    with timings.step(11, "Gating a deliberately damaged adapter the same way (it must be refused)"):
+        damaged_adapter = damage_adapter(adapter, work / "damaged-adapter")
+        damaged = deploy(client, candidate_package(work, "damaged", damaged_adapter, job,
+                                                   merge_in_process=merge_in_process),
+                         promote=False, what="damaged candidate")
+        damaged_run = run_eval(client, suite["id"], damaged["id"], "damaged candidate")
+        outcome.damaged = mean(damaged_run)
+        console.print(f"      damaged candidate scores {outcome.damaged:.2f}; production scores {outcome.after:.2f}")
+        try:
+            client.eval_gate(MODEL, suite=suite["id"], min_score=min_score, no_regression=True,
+                             deployment_id=damaged["id"], candidate_run=damaged_run["id"], baseline_run=after["id"])
+        except SlipwayError as exc:
+            outcome.refusal = " ".join(exc.message.split())
+        else:
+            raise LoopError(f"the gate promoted the damaged candidate {damaged['id']}")
+        serving = {e["name"]: e for e in client.model(MODEL)["environments"]}["production"]["deployment_id"]
+        if serving != candidate["id"]:
+            raise LoopError(f"production moved to {serving} after a refused gate")
+        console.print(f"      refused: {outcome.refusal}")
+        console.print(f"      production still serves {candidate['id']}")
+        client.deactivate(damaged["id"])
     return outcome
 
 
@@ -210,6 +244,8 @@ def print_report(outcome: Outcome, timings: Timings) -> None:
     console.print("\n[bold]Time per step[/]")
     for title, seconds in timings.steps:
         console.print(f"  {seconds:7.1f} s  {title}")
+    console.print(f"\nA damaged adapter scored {outcome.damaged:.2f} and the gate refused it; production was "
+                  "left as it was.")
     gain = (outcome.after - outcome.before) * 100
     console.print(f"\n[bold]Held-out exact match: before {outcome.before:.2f}, after {outcome.after:.2f} "
                   f"({gain:+.0f} points).[/] Production traffic had been right {outcome.traffic_right}/"

@@ -7,6 +7,7 @@ while it waits (only on a terminal), and raises LoopError with one line saying w
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,6 +76,22 @@ def merge_into_folder(base: Path, adapter: Path, destination: Path) -> Path:
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(destination)
     transformers.AutoTokenizer.from_pretrained(base).save_pretrained(destination)
+    return destination
+
+
+def damage_adapter(adapter: Path, destination: Path) -> Path:
+    """A copy of `adapter` whose updates point the other way, four times as far: a worse candidate.
+
+    Every `lora_B` matrix is multiplied by -4, so the merged weights move away from what training
+    found; the gate must refuse it.
+    """
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(adapter, destination)
+    weights_file = destination / "adapter_model.safetensors"
+    tensors = load_file(weights_file)
+    save_file({name: tensor * -4 if "lora_B" in name else tensor for name, tensor in tensors.items()},
+              weights_file)
     return destination
 
 
