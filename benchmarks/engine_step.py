@@ -90,9 +90,9 @@ def instrument(engine: LLMEngine, timer: PhaseTimer) -> None:
     forward_decode, forward_mixed = runner.forward_decode, runner.forward_mixed
     step_kind = ["decode"]
 
-    def classified_execute(inputs: Any) -> Any:
+    def classified_execute(inputs: Any, *rest: Any) -> Any:
         step_kind[0] = "decode" if all(len(x.token_ids) == 1 for x in inputs) else "prefill"
-        return execute(inputs)
+        return execute(inputs, *rest)
 
     def model(forward: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *args, **kwargs: timer.wrap(step_kind[0], forward)(*args, **kwargs)
