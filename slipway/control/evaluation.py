@@ -12,8 +12,8 @@ A target names what a run asks, through the gateway:
 
     "dep-3f9a…"           one deployment                          kind deployment
     "bot#3"               deployment number 3 of model bot        kind deployment (stored by id)
-    "bot", "bot@staging"  what the model (environment) resolves to; fine-tuned model names alike
-                                                                   kind environment
+    "bot", "bot@staging"  what the model (environment) resolves to; fine-tuned model names, and
+                          their checkpoints ("bot:ft-x:ckpt-step-40"), alike  kind environment
 """
 
 from __future__ import annotations
@@ -95,11 +95,22 @@ def resolve_target(store: Store, workspace_id: str, target: str) -> tuple[str, s
         return "deployment", deployment.id
     name, _, environment = target.partition("@")
     model = store.models.get(workspace_id, name)
+    if model is None and not environment and _is_checkpoint(store, workspace_id, name):
+        return "environment", target  # served on its base's replicas, like the fine-tuned model
     if model is None:
         raise NotFoundError(f"model {name!r} not found; `slipway ls` lists your models")
     if environment and store.environments.get(model.id, environment) is None:
         raise NotFoundError(f"model {name!r} has no environment {environment!r}")
     return "environment", target
+
+
+def _is_checkpoint(store: Store, workspace_id: str, name: str) -> bool:
+    """Whether `name` is `<fine-tuned model>:ckpt-step-N` of a checkpoint the workspace has."""
+    fine_tuned, marker, step = name.rpartition(":ckpt-step-")
+    if not marker or not step.isdigit():
+        return False
+    job = store.fine_tuning.get_by_fine_tuned_model(workspace_id, fine_tuned)
+    return job is not None and any(c.step == int(step) for c in store.fine_tuning.list_checkpoints(workspace_id, job.id))
 
 
 def start_run(store: Store, workspace_id: str, suite_ref: str, target: str, now: float) -> EvalRunRow:

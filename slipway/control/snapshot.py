@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slipway.spec.fine_tuning import ADAPTER_DIR
+from slipway.spec.fine_tuning import ADAPTER_DIR, checkpoint_model_name
 from slipway.spec.replica import ReplicaState
 from slipway.spec.snapshot import (
     AdapterEntry, CanaryEntry, DeploymentEntry, KeyEntry, ModelEntry, ReplicaEntry, RoutingSnapshot, SnapshotBoard,
@@ -37,6 +37,7 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
             deployments.update({d.id: d for d in tx.deployments.list(ids=sorted(missing))})
         replicas = tx.replicas.list_live()
         fine_tuned = tx.fine_tuning.list_fine_tuned()
+        checkpoints = tx.fine_tuning.checkpoints_of_fine_tuned()
 
     environments_by_model: dict[str, dict[str, str]] = {}
     captured_by_model: dict[str, list[str]] = {}
@@ -52,6 +53,17 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
     adapters = {(job.workspace_id, job.fine_tuned_model): AdapterEntry(base_model=job.model,
                                                                        path=str(Path(job.job_dir) / ADAPTER_DIR))
                 for job in fine_tuned if job.job_dir and job.fine_tuned_model}
+    # A job's kept checkpoints are callable too (`<fine-tuned model>:ckpt-step-N`), so an eval can
+    # compare them through the gateway; they are no rows of the models table.
+    jobs = {job.id: job for job in fine_tuned}
+    checkpoint_models = []
+    for checkpoint in checkpoints:
+        job = jobs.get(checkpoint.job_id)
+        if job is None or not job.fine_tuned_model:
+            continue
+        name = checkpoint_model_name(job.fine_tuned_model, checkpoint.step)
+        checkpoint_models.append(ModelEntry(workspace_id=job.workspace_id, name=name, adapter=AdapterEntry(
+            base_model=job.model, path=str(Path(checkpoint.path) / ADAPTER_DIR))))
     replicas_by_deployment: dict[str, list[ReplicaEntry]] = {}
     for replica in replicas:
         if replica.url:
@@ -65,7 +77,7 @@ def build_snapshot(store: Store) -> RoutingSnapshot:
                            capture_environments=captured_by_model.get(m.id, []),
                            canaries=canaries_by_model.get(m.id, {}),
                            adapter=adapters.get((m.workspace_id, m.name)))
-                for m in models],
+                for m in models] + checkpoint_models,
         deployments=[
             DeploymentEntry(
                 deployment_id=d.id, workspace_id=d.workspace_id, model_name=d.model_name, number=d.number,

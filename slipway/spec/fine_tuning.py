@@ -126,6 +126,11 @@ def fine_tuned_model_name(base: str, job_id: str, suffix: str | None = None) -> 
     return f"{base}{FINE_TUNED_MARKER}{suffix or job_id.removeprefix('ftjob-')}"
 
 
+def checkpoint_model_name(fine_tuned_model: str, step: int) -> str:
+    """`<fine-tuned model>:ckpt-step-<N>`: OpenAI's `fine_tuned_model_checkpoint`, callable like a model."""
+    return f"{fine_tuned_model}:ckpt-step-{step}"
+
+
 # ---- POST /api/v1/fine_tuning/jobs -----------------------------------------------------------------
 
 class SupervisedMethod(BaseModel):

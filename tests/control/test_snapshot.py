@@ -9,6 +9,7 @@ import time
 from slipway.control.snapshot import SnapshotPublisher, build_snapshot
 from slipway.spec.replica import ReplicaObservation, ReplicaState
 from slipway.spec.snapshot import RoutingSnapshot
+from slipway.store.repositories.fine_tuning import CheckpointRecord
 from tests.control.conftest import package
 
 
@@ -99,3 +100,14 @@ def test_a_succeeded_fine_tuning_job_publishes_its_model_as_an_adapter_of_the_ba
     assert models["echo:ft-x"].environments == {}
     assert store.fine_tuning.get_by_fine_tuned_model(workspace.id, "echo:ft-x").id == job.id
     assert store.fine_tuning.get_by_fine_tuned_model("another-workspace", "echo:ft-x") is None
+
+    # Its kept checkpoints are published as adapters of the base too, under OpenAI's checkpoint names.
+    store.fine_tuning.sync_checkpoints(job.id, [
+        CheckpointRecord(step=step, metrics={}, path=str(tmp_path / "ftjob" / "checkpoints" / f"step-{step}"),
+                         created_at=2.0) for step in (4, 8)])
+    models = {m.name: m for m in build_snapshot(store).models}
+    checkpoint = models["echo:ft-x:ckpt-step-8"]
+    assert checkpoint.workspace_id == workspace.id and checkpoint.environments == {}
+    assert checkpoint.adapter.base_model == "echo"
+    assert checkpoint.adapter.path == str(tmp_path / "ftjob" / "checkpoints" / "step-8" / "adapter")
+    assert "echo:ft-x:ckpt-step-4" in models

@@ -80,3 +80,18 @@ def test_a_fine_tuned_model_answers_through_the_gateway_on_its_base_replicas(sli
     assert tuned.choices[0].message.content != base.choices[0].message.content, "the adapter changed nothing"
     stats = http.get("/api/v1/deployments").json()["data"]
     assert len(stats) == 1, "the fine-tuned model runs on the base's deployment, not a new one"
+
+    # A kept checkpoint answers too, with its own adapter, and an eval run may target it.
+    checkpoint = http.get(f"/api/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"][-1]
+    name = checkpoint["fine_tuned_model_checkpoint"]
+    assert name == f"tiny:ft-arith:ckpt-step-{checkpoint['step_number']}"
+    early = client.chat.completions.create(model=name, messages=QUESTION, max_tokens=MAX_TOKENS, temperature=0)
+    folder = slipway_up.home / "fine_tuning" / job["id"] / "checkpoints" / f"step-{checkpoint['step_number']}"
+    assert early.choices[0].message.content == reference(weights, folder / "adapter")
+    suite = http.post("/api/v1/evals/suites", json={
+        "name": "arith", "items": [{"messages": QUESTION, "ideal": "It is 6."}],
+        "graders": [{"type": "exact"}]})
+    assert suite.status_code == 201, suite.text
+    run = http.post("/api/v1/evals/runs", json={"suite": "arith", "target": name})
+    assert run.status_code == 201, run.text
+    assert (run.json()["target_kind"], run.json()["target"]) == ("environment", name)

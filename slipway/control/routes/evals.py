@@ -77,7 +77,8 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suite: str = Field(min_length=1, description="Suite id or name.")
-    target: str = Field(min_length=1, description="model, model@env, a fine-tuned model, dep-… or model#N.")
+    target: str = Field(min_length=1, description=(
+        "model, model@env, a fine-tuned model or one of its checkpoints (`…:ckpt-step-N`), dep-… or model#N."))
 
 
 class RunOut(BaseModel):

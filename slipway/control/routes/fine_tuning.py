@@ -29,6 +29,7 @@ from slipway.spec.fine_tuning import (
     FineTuningEventObject,
     FineTuningJobCreate,
     FineTuningJobObject,
+    checkpoint_model_name,
     fine_tuned_model_name,
 )
 from slipway.store import FineTuningCheckpointRow, FineTuningEventRow, FineTuningJobRow
@@ -75,7 +76,7 @@ def checkpoint_object(job: FineTuningJobRow, checkpoint: FineTuningCheckpointRow
     model = job.fine_tuned_model or fine_tuned_model_name(job.model, job.id, job.suffix)
     return FineTuningCheckpointObject(
         id=checkpoint.id, created_at=int(checkpoint.created_at),
-        fine_tuned_model_checkpoint=f"{model}:ckpt-step-{checkpoint.step}", fine_tuning_job_id=job.id,
+        fine_tuned_model_checkpoint=checkpoint_model_name(model, checkpoint.step), fine_tuning_job_id=job.id,
         metrics={**checkpoint.metrics, "step": checkpoint.step}, step_number=checkpoint.step)
 
 

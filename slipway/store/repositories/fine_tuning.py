@@ -176,6 +176,16 @@ class FineTuningRepository(Repository):
                                 .order_by(fine_tuning_jobs.c.created_at, fine_tuning_jobs.c.id)).all()
         return [_job(r) for r in rows]
 
+    def checkpoints_of_fine_tuned(self) -> list[FineTuningCheckpointRow]:
+        """The checkpoints of every succeeded job that registered a model, by job then step."""
+        query = (select(fine_tuning_checkpoints)
+                 .join(fine_tuning_jobs, fine_tuning_jobs.c.id == fine_tuning_checkpoints.c.job_id)
+                 .where(fine_tuning_jobs.c.status == "succeeded", fine_tuning_jobs.c.fine_tuned_model.is_not(None))
+                 .order_by(fine_tuning_checkpoints.c.job_id, fine_tuning_checkpoints.c.step))
+        with self._scope() as conn:
+            rows = conn.execute(query).all()
+        return [_checkpoint(r) for r in rows]
+
     def get_by_fine_tuned_model(self, workspace_id: str, name: str) -> FineTuningJobRow | None:
         """The succeeded job that registered the model `name` in the workspace; None if none did."""
         with self._scope() as conn:
