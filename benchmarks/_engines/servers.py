@@ -104,12 +104,18 @@ class ServerStartError(RuntimeError):
     """An engine's server exited or never became ready; the message ends with its log's tail."""
 
 
+BUILTIN_KV_CACHE_MEMORY = "1Gi"
+
+
 def start_builtin(files: ModelFiles, work: Path) -> RunningServer:
     """A slipway replica serving examples/smollm2 with the built-in engine."""
     port_file = work / "builtin.port"
     server = _spawn("builtin", [sys.executable, "-m", "slipway.server", "--package", str(EXAMPLE_PACKAGE),
                                 "--port", "0", "--port-file", str(port_file), "--replica-id", "r-bench-engines"],
-                    work, env={"PYTHONPATH": str(REPO), "SLIPWAY_LOG_LEVEL": "WARNING"})
+                    work, env={"PYTHONPATH": str(REPO), "SLIPWAY_LOG_LEVEL": "WARNING",
+                               # The KV cache vLLM gets (VLLM_CPU_KVCACHE_SPACE=1 GiB): with the example's
+                               # 256 MiB, 16 long conversations do not fit and wait or are preempted.
+                               "SLIPWAY_LLM_KV_CACHE_MEMORY": BUILTIN_KV_CACHE_MEMORY})
     port = _wait_port_file(server, port_file, timeout_s=120)
     server.base_url = f"http://127.0.0.1:{port}"
     _wait_ready(server, server.base_url + "/health/ready", timeout_s=_COMPILING_START_TIMEOUT_S)
