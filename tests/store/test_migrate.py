@@ -102,24 +102,29 @@ def test_upgrading_a_0002_database_keeps_deployments_without_prices(database_url
         engine.dispose()
 
 
-def test_upgrading_a_0003_database_leaves_every_environment_not_capturing(database_url, tmp_path):
+def upgrade_with_one_environment(engine, revision: str) -> None:
+    """Migrate to `revision`, store one model with a production environment, then migrate to head."""
     from alembic import command
 
     from slipway.store.migrate import alembic_config
 
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
+        connection.execute(sa.text("INSERT INTO models (id, workspace_id, name, created_at) "
+                                   "VALUES ('m-1', 'ws-1', 'echo', 1.0)"))
+        connection.execute(sa.text("INSERT INTO environments (model_id, name, created_at, updated_at) "
+                                   "VALUES ('m-1', 'production', 1.0, 1.0)"))
+    upgrade_to_head(engine)
+
+
+def test_upgrading_a_0003_database_leaves_every_environment_not_capturing(database_url, tmp_path):
     engine = create_store_engine(database_url, tmp_path)
     try:
-        config = alembic_config()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0003")
-        with engine.begin() as connection:
-            connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
-            connection.execute(sa.text("INSERT INTO models (id, workspace_id, name, created_at) "
-                                       "VALUES ('m-1', 'ws-1', 'echo', 1.0)"))
-            connection.execute(sa.text("INSERT INTO environments (model_id, name, created_at, updated_at) "
-                                       "VALUES ('m-1', 'production', 1.0, 1.0)"))
-        upgrade_to_head(engine)
+        upgrade_with_one_environment(engine, "0003")
         with engine.connect() as connection:
             row = connection.execute(sa.text("SELECT name, capture FROM environments")).one()
         assert (row[0], bool(row[1])) == ("production", False)
@@ -128,23 +133,9 @@ def test_upgrading_a_0003_database_leaves_every_environment_not_capturing(databa
 
 
 def test_upgrading_a_0004_database_leaves_every_environment_without_a_canary(database_url, tmp_path):
-    from alembic import command
-
-    from slipway.store.migrate import alembic_config
-
     engine = create_store_engine(database_url, tmp_path)
     try:
-        config = alembic_config()
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0004")
-        with engine.begin() as connection:
-            connection.execute(sa.text("INSERT INTO workspaces (id, name, created_at) VALUES ('ws-1', 'old', 1.0)"))
-            connection.execute(sa.text("INSERT INTO models (id, workspace_id, name, created_at) "
-                                       "VALUES ('m-1', 'ws-1', 'echo', 1.0)"))
-            connection.execute(sa.text("INSERT INTO environments (model_id, name, created_at, updated_at) "
-                                       "VALUES ('m-1', 'production', 1.0, 1.0)"))
-        upgrade_to_head(engine)
+        upgrade_with_one_environment(engine, "0004")
         with engine.connect() as connection:
             row = connection.execute(sa.text(
                 "SELECT name, capture, canary_deployment_id, canary_percent FROM environments")).one()
