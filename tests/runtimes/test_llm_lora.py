@@ -5,8 +5,6 @@ headers, and a merged deployment. References: PEFT's merge_and_unload() generati
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +13,6 @@ from urllib.parse import quote
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from slipway.errors import RuntimeLoadError, SpecError
 from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime
@@ -24,6 +21,7 @@ from slipway.spec.package import parse_package
 from slipway.spec.replica import ADAPTER_HEADER, ADAPTER_PATH_HEADER
 from tests.engine.conftest import _save_model, hf_greedy
 from tests.engine.test_lora import save_adapter
+from tests.server.conftest import InThreadReplica
 
 MAX_TOKENS = 8
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
@@ -76,39 +74,14 @@ def package(models: Models, root: Path, extra: str = "") -> tuple:
     return parse_package(yaml), folder
 
 
-class ReplicaServer:
-    """The replica's ASGI app served by uvicorn on a free 127.0.0.1 port, in a thread."""
-
-    def __init__(self, app: ReplicaApp) -> None:
-        self.app = app
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "ReplicaServer":
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.app.state.ready:
-            assert self.app.state.load_error is None, self.app.state.load_error
-            assert time.monotonic() < deadline, "the replica did not load"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def replica(models, tmp_path_factory):
     spec, folder = package(models, tmp_path_factory.mktemp("served"))
     mp = pytest.MonkeyPatch()
     mp.setenv("SLIPWAY_LLM_KV_CACHE_MEMORY", "8Mi")
     try:
-        with ReplicaServer(ReplicaApp(spec, folder)) as server:
+        with InThreadReplica(ReplicaApp(spec, folder)) as server:
+            server.wait_ready()
             yield server
     finally:
         mp.undo()
