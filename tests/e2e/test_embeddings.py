@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import openai
 import pytest
@@ -41,5 +43,8 @@ def test_minilm_through_gateway_matches_sentence_transformers(slipway_up):
     models = [m.id for m in client.models.list().data]
     assert "minilm" in models
 
-    usage = slipway_up.cli("usage", "--group-by", "model").stdout
-    assert "minilm" in usage
+    # The gateway moves usage into the store every 0.5 s: the last requests may not be there yet.
+    deadline = time.monotonic() + 10
+    while "minilm" not in (usage := slipway_up.cli("usage", "--group-by", "model").stdout):
+        assert time.monotonic() < deadline, usage
+        time.sleep(0.2)
