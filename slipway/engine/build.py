@@ -3,7 +3,7 @@
 Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks,
 whether to compile), checks that the pieces fit together (a whole max_model_len sequence must
 fit in the cache), loads the weights (folding in `merge_adapter`, a LoRA adapter, if set) and
-the tokenizer, allocates the cache, and compiles the decode step when asked to (or else, for
+the tokenizer, builds (once per machine) the CPU attention kernel, allocates the cache, and compiles the decode step when asked to (or else, for
 bfloat16 on CPU, packs the linear layers for oneDNN).
 """
 
@@ -25,6 +25,7 @@ from slipway.engine.config import EngineConfig
 from slipway.engine.errors import UnsupportedModelError
 from slipway.engine.lora import LoraAdapterError, merge_lora
 from slipway.engine.models.config import ModelConfig
+from slipway.engine.models.cpu_attention import load_kernel
 from slipway.engine.models.loader import load_model
 from slipway.engine.models.packed import can_pack, pack_linear_layers
 from slipway.engine.runner import ModelRunner, kv_cache_bytes_per_block
@@ -107,15 +108,18 @@ def build_engine_parts(model_path: str | Path, config: EngineConfig, tokenizer: 
             f"{needed * per_block} bytes (or num_kv_blocks to {needed}), or lower max_model_len"
         )
 
-    # The tokenizer (mostly importing transformers) loads in a thread while the weights load and pack.
-    with ThreadPoolExecutor(1, thread_name_prefix="slipway-tokenizer") as pool:
+    # The tokenizer (mostly importing transformers) loads, and the CPU attention kernel builds, in
+    # threads while the weights load and pack.
+    with ThreadPoolExecutor(2, thread_name_prefix="slipway-load") as pool:
         pending_tokenizer = pool.submit(load_tokenizer, model_path) if tokenizer == "auto" else None
+        pending_kernel = pool.submit(load_kernel) if config.cpu_attention_kernel and device.type == "cpu" else None
         model = load_model(model_path, dtype=dtype, device=device, max_positions=max_model_len)
         if config.merge_adapter:  # before packing or compiling, which take the plain weights
             merge_adapter(model, Path(config.merge_adapter))
         max_query = 1 + (config.speculative.num_speculative_tokens if config.speculative else 0)
         runner = ModelRunner(model, num_blocks=num_kv_blocks, block_size=config.block_size, kv_dtype=dtype,
-                             compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query)
+                             compute_dtype=compute_dtype_for(device, dtype), max_batched_query_len=max_query,
+                             attention_kernel=pending_kernel.result() if pending_kernel is not None else None)
         if should_compile(config, device, model):
             # The compiled graph packs its own copy of the weights from the plain ones it traces.
             compile_decode(runner, background=config.compile_in_background)

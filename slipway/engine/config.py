@@ -61,6 +61,14 @@ class EngineConfig(BaseModel):
         1024, ge=1, description="Requests that may wait beyond max_num_seqs before new ones are refused."
     )
     seed: int = Field(0, description="Seed of the randomness shared by requests that bring no seed of their own.")
+    cpu_attention_kernel: bool = Field(
+        True,
+        description=(
+            "On CPU, attend decodes and drafts with slipway's C kernel, which reads KV blocks where they lie "
+            "(built once per machine with its C compiler and cached under $SLIPWAY_HOME/kernels). False, or no "
+            "compiler: PyTorch gathers the blocks and runs SDPA, with the same results, slower at long contexts."
+        ),
+    )
     compile: bool = Field(
         False,
         description=(

@@ -14,6 +14,7 @@ that rows of one adapter sit together. A step without one runs exactly as before
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,6 +25,7 @@ from slipway.engine.lora.stack import LoraStack
 from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, PrefillSpan
 from slipway.engine.models.compiled import MIN_BATCH_SIZE, MIN_BLOCK_TABLE_WIDTH, CompiledDecode
 from slipway.engine.models.config import ModelConfig
+from slipway.engine.models.cpu_attention import PagedAttentionKernel
 from slipway.engine.models.llama import LlamaForCausalLM
 
 
@@ -53,7 +55,8 @@ class ModelRunner:
     """Runs the model over the paged cache; see the module docstring."""
 
     def __init__(self, model: LlamaForCausalLM, *, num_blocks: int, block_size: int,
-                 kv_dtype: torch.dtype, compute_dtype: torch.dtype, max_batched_query_len: int = 1) -> None:
+                 kv_dtype: torch.dtype, compute_dtype: torch.dtype, max_batched_query_len: int = 1,
+                 attention_kernel: PagedAttentionKernel | None = None) -> None:
         config = model.config
         self.model = model
         self.device = next(model.parameters()).device
@@ -73,6 +76,8 @@ class ModelRunner:
         self._cache_slots = self.kv_cache.flatten(3, 4)
         self.compiled_decode: CompiledDecode | None = None
         """Set by `enable_compiled_decode`; pure-decode steps then run compiled."""
+        self.attention_kernel = attention_kernel if attention_kernel and attention_kernel.supports(self.kv_cache) else None
+        """The CPU kernel for decodes and drafts (models/cpu_attention.py); None: PyTorch attends."""
 
     def enable_compiled_decode(self) -> float:
         """Compile the decode step now; returns the seconds it took."""
@@ -164,6 +169,7 @@ class ModelRunner:
             slot_mapping=self._tensor(slots),
             prefills=[self._prefill_span(inputs[i], flat_start[i]) for i in prefill],
             batched=self._batched_queries([inputs[i] for i in batched], flat_start[batched[0]]) if batched else None,
+            kernel=self.attention_kernel,
         )
         batch = None
         if lora is not None:
@@ -205,7 +211,8 @@ class ModelRunner:
             used = list(x.block_table[: self._num_blocks_for(x.start_position + n)])
             tables.append(used + [0] * (max_blocks - len(used)))
             offset += n
-        lengths = self._tensor([len(x.token_ids) for x in group])
+        counts = [len(x.token_ids) for x in group]
+        lengths = self._tensor(counts)
         query_valid = torch.arange(max_queries, device=self.device)[None, :] < lengths[:, None]
         key_pos = torch.arange(max_blocks * self.block_size, device=self.device)
         key_mask = key_pos[None, None, :] <= self._tensor(query_pos)[:, :, None]
@@ -215,4 +222,6 @@ class ModelRunner:
             query_valid=query_valid,
             block_tables=self._tensor(tables),
             key_mask=key_mask.unsqueeze(1),
+            query_starts=self._tensor([0, *itertools.accumulate(counts)]),
+            context_lens=self._tensor([x.start_position + len(x.token_ids) for x in group]),
         )

@@ -20,7 +20,8 @@ A step's tokens arrive flat, prefill spans first, then the batched group:
 `paged_attention` first writes the step's new keys and values into their slots (one
 `index_copy_`), then attends: a prefill span over its own fresh keys when it has no past,
 otherwise over the blocks its table names; the batched group (sequences with only a few new
-tokens: decodes and speculative verification) reads all its blocks in one gather and one call.
+tokens: decodes and speculative verification) reads all its blocks in one gather and one call,
+or, on CPU, goes to the kernel of `cpu_attention.c`, which reads the blocks where they lie.
 Only the blocks a sequence uses are read, never the whole cache. Grouped-query attention never
 repeats keys: the query heads that share a KV head become extra query rows (a reshape), and spans
 use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (the weights' dtype, but float32 for
@@ -35,9 +36,13 @@ and values into the cache once, after the forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from slipway.engine.models.cpu_attention import PagedAttentionKernel
 
 
 @dataclass
@@ -67,6 +72,10 @@ class BatchedQueries:
     """[seqs, max_blocks] long, padded with any valid block id (masked out)."""
     key_mask: torch.Tensor
     """[seqs, 1, max_queries, max_blocks * block_size] bool: True where a query may attend."""
+    query_starts: torch.Tensor
+    """[seqs + 1] long: the group's queries of sequence s are its flat rows query_starts[s] .. [s+1] - 1."""
+    context_lens: torch.Tensor
+    """[seqs] long: tokens of each sequence in the cache once this step has written."""
 
 
 @dataclass
@@ -77,6 +86,9 @@ class AttentionMetadata:
     """[tokens] long: the cache slot of each token of the flat batch."""
     prefills: list[PrefillSpan]
     batched: BatchedQueries | None
+    kernel: PagedAttentionKernel | None = None
+    """The CPU kernel (models/cpu_attention.py) for the batched group, reading blocks in place;
+    None: gather the blocks and use SDPA."""
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -103,6 +115,12 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out[span.start:end] = _attend_span(q[span.start:end], keys, values, past, compute_dtype)
     if meta.batched is not None:
         group = meta.batched
+        if meta.kernel is not None:
+            in_place = meta.kernel(q[group.start:], k_cache, v_cache, group.block_tables, group.query_starts,
+                                   group.context_lens)
+            if in_place is not None:  # rows come back in flat order
+                out[group.start:] = in_place
+                return out
         attended = _attend_batched(q[group.start:], k_cache, v_cache, group, compute_dtype)
         if group.token_index.shape[1] == 1:  # one query per sequence: rows are already in order
             out[group.start:] = attended.squeeze(1)

@@ -1,0 +1,278 @@
+/* Attention of a few queries per sequence over the paged KV cache, on CPU, reading the cache in
+ * place.
+ *
+ * PyTorch has no op that attends over blocks scattered through a cache: the eager path first
+ * copies each sequence's blocks into one tensor (index_select) and then runs SDPA over the copy,
+ * so every cached byte is read, written and read again. At long contexts a decode step is then
+ * mostly memory traffic. This kernel walks each sequence's block table and reads every key and
+ * value once, with an online softmax (running max and sum, rescaling the accumulator), so nothing
+ * the size of the context is ever materialised.
+ *
+ * Layouts (all contiguous, row-major):
+ *   q            float32 [num_tokens, num_heads, head_dim], already multiplied by 1/sqrt(head_dim)
+ *   k/v cache    [num_kv_heads, num_blocks, block_size, head_dim], bfloat16 (uint16 bits) or float32
+ *   block_tables int64   [num_seqs, max_blocks]
+ *   query_starts int64   [num_seqs + 1]: the queries of sequence s are rows
+ *                        query_starts[s] .. query_starts[s+1]-1 of q, its last tokens in order
+ *   context_lens int64   [num_seqs]: tokens of sequence s in the cache, this step's included
+ *   out          [num_tokens, num_heads, head_dim], the cache's dtype
+ * Query i of n (0-based) of a sequence sits at position context_len - n + i and attends to
+ * keys 0 .. context_len - n + i: causal, so decodes and speculative verification both fit.
+ * The query heads that share a KV head (grouped-query attention) are handled together, so each
+ * key and value row is converted once for all of them.
+ *
+ * Built at run time by cpu_attention.py with the machine's C compiler (-O3 -march=native), and
+ * parallel over (sequence, KV head, query) with OpenMP: the same libgomp runtime PyTorch loaded,
+ * so both share one pool of threads.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_GROUP 16    /* query heads per KV head */
+#define MAX_HEAD_DIM 256
+#define CHUNK 32        /* keys scored at once between two softmax updates */
+
+static inline float bf16_to_float(uint16_t bits) {
+    uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof value);
+    return value;
+}
+
+static inline uint16_t float_to_bf16(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* NaN stays NaN */
+    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest even */
+    return (uint16_t)(bits >> 16);
+}
+
+/* One row of head_dim values of the cache, as float32. */
+static inline void load_row(const void *cache, int is_bf16, int64_t offset, int head_dim, float *row) {
+    if (is_bf16) {
+        const uint16_t *src = (const uint16_t *)cache + offset;
+        for (int d = 0; d < head_dim; d++) row[d] = bf16_to_float(src[d]);
+    } else {
+        const float *src = (const float *)cache + offset;
+        for (int d = 0; d < head_dim; d++) row[d] = src[d];
+    }
+}
+
+static void attend_one(const float *q, const void *k_cache, const void *v_cache, int is_bf16,
+                       const int64_t *block_table, int64_t num_keys, int64_t kv_head,
+                       int64_t num_blocks, int block_size, int group, int head_dim, void *out) {
+    float acc[MAX_GROUP][MAX_HEAD_DIM];
+    float running_max[MAX_GROUP], running_sum[MAX_GROUP];
+    float scores[MAX_GROUP][CHUNK];
+    float key[MAX_HEAD_DIM], value[MAX_HEAD_DIM];
+    for (int g = 0; g < group; g++) {
+        running_max[g] = -INFINITY;
+        running_sum[g] = 0.0f;
+        for (int d = 0; d < head_dim; d++) acc[g][d] = 0.0f;
+    }
+    const int64_t head_base = kv_head * num_blocks * block_size * head_dim;
+    for (int64_t first = 0; first < num_keys; first += CHUNK) {
+        int count = (int)(num_keys - first < CHUNK ? num_keys - first : CHUNK);
+        for (int t = 0; t < count; t++) {
+            int64_t position = first + t;
+            int64_t row = block_table[position / block_size] * block_size + position % block_size;
+            load_row(k_cache, is_bf16, head_base + row * head_dim, head_dim, key);
+            for (int g = 0; g < group; g++) {
+                const float *qg = q + (int64_t)g * head_dim;
+                float dot = 0.0f;
+                for (int d = 0; d < head_dim; d++) dot += qg[d] * key[d];
+                scores[g][t] = dot;
+            }
+        }
+        for (int g = 0; g < group; g++) {
+            float chunk_max = running_max[g];
+            for (int t = 0; t < count; t++) chunk_max = scores[g][t] > chunk_max ? scores[g][t] : chunk_max;
+            float rescale = expf(running_max[g] - chunk_max);
+            running_max[g] = chunk_max;
+            running_sum[g] *= rescale;
+            for (int d = 0; d < head_dim; d++) acc[g][d] *= rescale;
+            float sum = 0.0f;
+            for (int t = 0; t < count; t++) {
+                float p = expf(scores[g][t] - chunk_max);
+                scores[g][t] = p;
+                sum += p;
+            }
+            running_sum[g] += sum;
+        }
+        for (int t = 0; t < count; t++) {
+            int64_t position = first + t;
+            int64_t row = block_table[position / block_size] * block_size + position % block_size;
+            load_row(v_cache, is_bf16, head_base + row * head_dim, head_dim, value);
+            for (int g = 0; g < group; g++) {
+                float p = scores[g][t];
+                for (int d = 0; d < head_dim; d++) acc[g][d] += p * value[d];
+            }
+        }
+    }
+    for (int g = 0; g < group; g++) {
+        float inverse = running_sum[g] > 0.0f ? 1.0f / running_sum[g] : 0.0f;
+        if (is_bf16) {
+            uint16_t *dst = (uint16_t *)out + (int64_t)g * head_dim;
+            for (int d = 0; d < head_dim; d++) dst[d] = float_to_bf16(acc[g][d] * inverse);
+        } else {
+            float *dst = (float *)out + (int64_t)g * head_dim;
+            for (int d = 0; d < head_dim; d++) dst[d] = acc[g][d] * inverse;
+        }
+    }
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define HAVE_AVX512_BF16 1
+
+/* e^x for x <= 0 (scores minus their running max): 2^(x log2 e) as 2^n * 2^f, |f| <= 1/2, with
+ * a degree-6 polynomial for 2^f (relative error ~1e-7) and scalef for 2^n. */
+static inline __m512 exp_nonpositive(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402265069591007f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471805599453f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __m512 bf16x16_to_float(const uint16_t *src) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)src);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+/* The bfloat16 cache with AVX-512: q . k with vdpbf16ps straight on the cached bits (the query,
+ * scaled by a power of two, is exact in bfloat16; products are exact in float32 and summed in
+ * float32), values converted to float32 and accumulated in float32. head_dim % 32 == 0.
+ * Always inlined into callers that pass constant group and head_dim, so that the accumulators
+ * live in registers for the common shapes. */
+static inline __attribute__((always_inline)) void
+attend_one_bf16_avx512(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                       const int64_t *block_table, int64_t num_keys, int64_t kv_head, int64_t num_blocks,
+                       const int block_size, const int group, const int head_dim, uint16_t *out) {
+    const int pairs = head_dim / 32, vecs = head_dim / 16;
+    __m512bh qb[MAX_GROUP][MAX_HEAD_DIM / 32];
+    __m512 acc[MAX_GROUP][MAX_HEAD_DIM / 16];
+    float running_max[MAX_GROUP], running_sum[MAX_GROUP];
+    float scores[MAX_GROUP][16] __attribute__((aligned(64)));
+    for (int g = 0; g < group; g++) {
+        for (int j = 0; j < pairs; j++) {
+            const float *src = q + (int64_t)g * head_dim + j * 32;
+            qb[g][j] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
+        }
+        for (int j = 0; j < vecs; j++) acc[g][j] = _mm512_setzero_ps();
+        running_max[g] = -INFINITY;
+        running_sum[g] = 0.0f;
+    }
+    const int64_t block_stride = (int64_t)block_size * head_dim;
+    const uint16_t *k_head = k_cache + kv_head * num_blocks * block_stride;
+    const uint16_t *v_head = v_cache + kv_head * num_blocks * block_stride;
+    for (int64_t block_start = 0; block_start < num_keys; block_start += block_size) {
+        const int64_t block = block_table[block_start / block_size];
+        const int64_t in_block = num_keys - block_start < block_size ? num_keys - block_start : block_size;
+        const uint16_t *k_block = k_head + block * block_stride, *v_block = v_head + block * block_stride;
+        for (int first = 0; first < in_block; first += 16) {
+            const int count = in_block - first < 16 ? (int)(in_block - first) : 16;
+            const __mmask16 valid = (__mmask16)((1u << count) - 1u);
+            for (int t = 0; t < count; t++) {
+                const uint16_t *key = k_block + (int64_t)(first + t) * head_dim;
+                for (int g = 0; g < group; g++) {
+                    __m512 dot = _mm512_setzero_ps();
+                    for (int j = 0; j < pairs; j++)
+                        dot = _mm512_dpbf16_ps(dot, qb[g][j], (__m512bh)_mm512_loadu_si512(key + j * 32));
+                    scores[g][t] = _mm512_reduce_add_ps(dot);
+                }
+            }
+            for (int g = 0; g < group; g++) {
+                __m512 s = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, scores[g]);
+                float chunk_max = _mm512_reduce_max_ps(s);
+                float new_max = chunk_max > running_max[g] ? chunk_max : running_max[g];
+                float rescale = expf(running_max[g] - new_max);
+                running_max[g] = new_max;
+                __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpositive(_mm512_sub_ps(s, _mm512_set1_ps(new_max))));
+                running_sum[g] = running_sum[g] * rescale + _mm512_reduce_add_ps(p);
+                __m512 r = _mm512_set1_ps(rescale);
+                for (int j = 0; j < vecs; j++) acc[g][j] = _mm512_mul_ps(acc[g][j], r);
+                _mm512_store_ps(scores[g], p);
+            }
+            for (int t = 0; t < count; t++) {
+                const uint16_t *value = v_block + (int64_t)(first + t) * head_dim;
+                __m512 v[MAX_HEAD_DIM / 16];
+                for (int j = 0; j < vecs; j++) v[j] = bf16x16_to_float(value + j * 16);
+                for (int g = 0; g < group; g++) {
+                    __m512 p = _mm512_set1_ps(scores[g][t]);
+                    for (int j = 0; j < vecs; j++) acc[g][j] = _mm512_fmadd_ps(p, v[j], acc[g][j]);
+                }
+            }
+        }
+    }
+    for (int g = 0; g < group; g++) {
+        float inverse = running_sum[g] > 0.0f ? 1.0f / running_sum[g] : 0.0f;
+        float row[MAX_HEAD_DIM] __attribute__((aligned(64)));
+        for (int j = 0; j < vecs; j++) _mm512_store_ps(row + j * 16, _mm512_mul_ps(acc[g][j], _mm512_set1_ps(inverse)));
+        for (int d = 0; d < head_dim; d++) out[(int64_t)g * head_dim + d] = float_to_bf16(row[d]);
+    }
+}
+
+/* Specialised copies for the shapes of common models (query heads per KV head, head_dim). */
+#define SHAPE_CASE(G, D) \
+    if (group == G && head_dim == D) { \
+        attend_one_bf16_avx512(q, k_cache, v_cache, block_table, num_keys, kv_head, num_blocks, block_size, G, D, out); \
+        return; \
+    }
+
+static void attend_one_bf16(const float *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                            const int64_t *block_table, int64_t num_keys, int64_t kv_head, int64_t num_blocks,
+                            int block_size, int group, int head_dim, uint16_t *out) {
+    SHAPE_CASE(1, 64) SHAPE_CASE(2, 64) SHAPE_CASE(3, 64) SHAPE_CASE(4, 64) SHAPE_CASE(7, 64) SHAPE_CASE(8, 64)
+    SHAPE_CASE(1, 128) SHAPE_CASE(2, 128) SHAPE_CASE(4, 128) SHAPE_CASE(6, 128) SHAPE_CASE(7, 128) SHAPE_CASE(8, 128)
+    SHAPE_CASE(1, 32) SHAPE_CASE(2, 32) SHAPE_CASE(4, 32)
+    attend_one_bf16_avx512(q, k_cache, v_cache, block_table, num_keys, kv_head, num_blocks, block_size, group,
+                           head_dim, out);
+}
+#endif
+
+/* Returns 0, or -1 when the shapes exceed what the kernel was built for (the caller falls back). */
+int paged_attention_queries(const float *q, const void *k_cache, const void *v_cache, int is_bf16,
+                            const int64_t *block_tables, const int64_t *query_starts,
+                            const int64_t *context_lens, void *out, int64_t num_seqs,
+                            int64_t max_blocks, int64_t num_heads, int64_t num_kv_heads,
+                            int64_t num_blocks, int64_t block_size, int64_t head_dim) {
+    if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return -1;
+    const int group = (int)(num_heads / num_kv_heads);
+    if (group > MAX_GROUP || head_dim > MAX_HEAD_DIM) return -1;
+    const int64_t num_tokens = query_starts[num_seqs];
+    const int64_t element = is_bf16 ? 2 : 4;
+    /* One work item per (query token, KV head); a token knows its sequence by search. */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t item = 0; item < num_tokens * num_kv_heads; item++) {
+        int64_t token = item / num_kv_heads, kv_head = item % num_kv_heads;
+        int64_t seq = 0;
+        while (query_starts[seq + 1] <= token) seq++;
+        int64_t num_queries = query_starts[seq + 1] - query_starts[seq];
+        int64_t index = token - query_starts[seq];
+        int64_t num_keys = context_lens[seq] - num_queries + index + 1;
+        int64_t first_head = kv_head * group;
+#ifdef HAVE_AVX512_BF16
+        if (is_bf16 && head_dim % 32 == 0) {
+            attend_one_bf16(q + (token * num_heads + first_head) * head_dim, (const uint16_t *)k_cache,
+                            (const uint16_t *)v_cache, block_tables + seq * max_blocks, num_keys, kv_head,
+                            num_blocks, (int)block_size, group, (int)head_dim,
+                            (uint16_t *)out + (token * num_heads + first_head) * head_dim);
+            continue;
+        }
+#endif
+        attend_one(q + (token * num_heads + first_head) * head_dim, k_cache, v_cache, is_bf16,
+                   block_tables + seq * max_blocks, num_keys, kv_head, num_blocks, (int)block_size,
+                   group, (int)head_dim,
+                   (char *)out + (token * num_heads + first_head) * head_dim * element);
+    }
+    return 0;
+}
