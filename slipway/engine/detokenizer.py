@@ -39,8 +39,9 @@ class IncrementalDetokenizer:
         self.stopped_by: str | None = None
         self._num_sent = 0
 
-    def add_token(self, token_id: int) -> str | None:
-        """Add one output token; return the stop string it completed, if any."""
+    def add_token(self, token_id: int, *, watch_stops: bool = True) -> str | None:
+        """Add one output token; return the stop string it completed, if any (none is looked for
+        while `watch_stops` is False: a sequence short of its min_tokens)."""
         self._ids.append(token_id)
         prefix = self._decode(self._ids[self._prefix_offset:self._read_offset])
         full = self._decode(self._ids[self._prefix_offset:])
@@ -48,6 +49,9 @@ class IncrementalDetokenizer:
             return None
         new_text = full[len(prefix):]
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        if not watch_stops:
+            self.text += new_text
+            return None
         return self._append(new_text)
 
     def flush(self) -> None:

@@ -275,6 +275,8 @@ class LLMEngine:
             params = seq.params
             if not seq.is_decoding or not params.is_greedy or params.has_penalties:
                 continue
+            if seq.num_output_tokens < params.min_tokens:
+                continue  # its rows suppress the ends, which a draft window would need per position
             room = self.max_model_len - seq.num_tokens - 1
             if params.max_tokens is not None:
                 room = min(room, params.max_tokens - seq.num_output_tokens - 1)
@@ -286,7 +288,11 @@ class LLMEngine:
     def _sampling_row(self, seq: Seq) -> SamplingRow:
         # Output tokens matter to penalties only; copying them for every row would cost O(length).
         history = seq.output_token_ids if seq.params.has_penalties else ()
-        return SamplingRow(seq.params, history, seq.generator)
+        suppressed: tuple[int, ...] = ()
+        if seq.num_output_tokens < seq.params.min_tokens:  # this row samples output token num_output + 1
+            ends = () if seq.params.ignore_eos else tuple(self.eos_token_ids)
+            suppressed = ends + tuple(seq.params.stop_token_ids)
+        return SamplingRow(seq.params, history, seq.generator, suppressed)
 
     def _forward_input(self, item: ScheduledSequence) -> ForwardInput:
         seq = item.seq
@@ -342,11 +348,15 @@ class LLMEngine:
         self._num_generated_tokens += 1
         if seq.logprobs is not None and token.logprob is not None:
             seq.logprobs.append(token.logprob)
-        stop_string = seq.detokenizer.add_token(token_id) if seq.detokenizer is not None else None
         params = seq.params
-        if not params.ignore_eos and token_id in self.eos_token_ids:
+        # Short of min_tokens (this token counted) only the length limits end a sequence.
+        may_stop = seq.num_output_tokens >= params.min_tokens
+        stop_string = None
+        if seq.detokenizer is not None:
+            stop_string = seq.detokenizer.add_token(token_id, watch_stops=may_stop)
+        if may_stop and not params.ignore_eos and token_id in self.eos_token_ids:
             seq.finish_reason = "stop"
-        elif token_id in params.stop_token_ids:
+        elif may_stop and token_id in params.stop_token_ids:
             seq.finish_reason, seq.stop_reason = "stop", token_id
         elif stop_string is not None:
             seq.finish_reason, seq.stop_reason = "stop", stop_string

@@ -4,8 +4,9 @@ All rows of a step are sampled together; per-row work happens only where a row a
 (a seed, penalties). Order of operations, per row:
 
     raw logits ──► logprobs (reported, of the model's own distribution)
-        └──► presence/frequency penalties ──► greedy: argmax
-                                          └─► / temperature ──► top-k ──► top-p ──► min-p ──► draw
+        └──► ends suppressed (short of min_tokens) ──► presence/frequency penalties
+                 ├──► greedy: argmax
+                 └──► / temperature ──► top-k ──► top-p ──► min-p ──► draw
 
 A draw inverts the cumulative distribution: one uniform number u per row, and the token is the
 first whose running sum of probabilities exceeds u times the total. That takes one random number
@@ -32,6 +33,8 @@ class SamplingRow:
     params: SamplingParams
     output_token_ids: Sequence[int] = ()
     generator: torch.Generator | None = None
+    suppressed_token_ids: Sequence[int] = ()
+    """Tokens this row may not sample (the ends of a sequence short of its min_tokens)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,12 @@ class Sampler:
         device = logits.device
 
         penalized = [i for i, r in enumerate(rows) if r.params.has_penalties]
-        if penalized:
+        suppressing = [i for i, r in enumerate(rows) if r.suppressed_token_ids]
+        if penalized or suppressing:
             logits = logits.clone()  # the caller's logits stay as the model made them
+        for i in suppressing:
+            logits[i, list(rows[i].suppressed_token_ids)] = float("-inf")
+        if penalized:
             sub = logits[penalized]
             apply_penalties(
                 sub, [rows[i].output_token_ids for i in penalized],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_CHARS = 256
@@ -29,6 +29,10 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = Field((), description="Strings that end the completion; they are not included in its text.")
     stop_token_ids: tuple[int, ...] = Field((), description="Token ids that end the completion (kept in token_ids).")
     ignore_eos: bool = Field(False, description="Keep generating past the model's end-of-sequence tokens.")
+    min_tokens: int = Field(
+        0, ge=0, description="Tokens to generate before end-of-sequence, stop_token_ids or stop strings may end the "
+        "completion: until then those tokens are never sampled and stop strings are not looked for."
+    )
     logprobs: int | None = Field(
         None, ge=0, le=20, description="Return the chosen token's log-probability and this many top alternatives."
     )
@@ -52,6 +56,14 @@ class SamplingParams(BaseModel):
             if not text or len(text) > MAX_STOP_STRING_CHARS:
                 raise ValueError(f"stop strings must have 1 to {MAX_STOP_STRING_CHARS} characters, got {text!r}")
         return value
+
+    @model_validator(mode="after")
+    def _min_tokens_within_max_tokens(self) -> "SamplingParams":
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens}); lower min_tokens or raise max_tokens"
+            )
+        return self
 
     @property
     def is_greedy(self) -> bool:

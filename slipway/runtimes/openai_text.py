@@ -195,6 +195,9 @@ def plan_generation(route: Route, request: ChatCompletionRequest | CompletionReq
     else:
         limit, limit_param, num_logprobs = request.max_tokens, "max_tokens", request.logprobs
     prompt_param = "messages" if route == "chat" else "prompt"
+    if limit is not None and request.min_tokens > limit:
+        raise BadRequestError(f"min_tokens ({request.min_tokens}) exceeds {limit_param} ({limit}); lower min_tokens "
+                              f"or raise {limit_param}", param="min_tokens")
     longest = max(len(ids) for ids in prompts)
     if longest >= max_model_len:
         raise BadRequestError(
@@ -222,6 +225,7 @@ def plan_generation(route: Route, request: ChatCompletionRequest | CompletionReq
             top_k=max(request.top_k or 0, 0), min_p=request.min_p or 0.0, seed=request.seed,
             presence_penalty=request.presence_penalty or 0.0, frequency_penalty=request.frequency_penalty or 0.0,
             stop=request.stop, stop_token_ids=tuple(request.stop_token_ids or ()), ignore_eos=request.ignore_eos,
+            min_tokens=request.min_tokens,
             logprobs=num_logprobs, skip_special_tokens=request.skip_special_tokens,
         )
     except ValidationError as exc:

@@ -122,6 +122,7 @@ class _TextGenerationRequest(BaseModel):
     stop: str | list[str] | None = Field(None, description="Strings that end a completion (left out of its text).")
     stop_token_ids: list[int] | None = Field(None, description="Token ids that end a completion (extra).")
     ignore_eos: bool = Field(False, description="Keep generating past end-of-sequence tokens (extra).")
+    min_tokens: int = Field(0, ge=0, description="Tokens to generate before an end or a stop may end a completion (extra).")
     skip_special_tokens: bool = Field(True, description="Leave special tokens out of the text (extra).")
     stream: bool = Field(False, description="Answer with server-sent events, chunk by chunk.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options; only with stream: true.")

@@ -221,3 +221,23 @@ def test_bfloat16_engine_generates(llama_checkpoint):
     assert engine.runner.kv_cache.dtype is __import__("torch").bfloat16
     out = engine.generate([random_prompt(12, seed=110)], SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))
     assert len(out[0].outputs[0].token_ids) == 8
+
+
+def test_min_tokens_holds_off_stop_tokens_and_stop_strings(llama_checkpoint):
+    folder, _ = llama_checkpoint
+    engine = make_engine(folder)
+    prompt = random_prompt(10, seed=75)
+    free = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True))[0].outputs[0]
+    stop_id = free.token_ids[1]
+    held = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True,
+                                                    stop_token_ids=[stop_id], min_tokens=6))[0].outputs[0]
+    assert len(held.token_ids) >= 6 and stop_id not in held.token_ids[:6]
+    if stop_id in held.token_ids:  # after min_tokens the stop token ends it again
+        assert held.token_ids[-1] == stop_id and (held.finish_reason, held.stop_reason) == ("stop", stop_id)
+    # Stop strings are looked for only once min_tokens are out; greedy tokens are unchanged.
+    stop = free.text[1:3]
+    late = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True, stop=[stop],
+                                                    min_tokens=8))[0].outputs[0]
+    assert late.token_ids[:8] == free.token_ids[:8]
+    assert late.text.startswith(free.text[: len(engine.tokenizer.decode(free.token_ids[:8]))])
+    assert engine.kv.num_used_blocks == 0

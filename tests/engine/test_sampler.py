@@ -125,3 +125,21 @@ def test_params_validate_with_reasons():
         SamplingParams(temperature=-1)
     assert SamplingParams(stop="x").stop == ("x",)
     assert SamplingParams(top_k=1).is_greedy
+
+
+def test_suppressed_tokens_are_never_sampled_and_logprobs_stay_raw():
+    sampler = Sampler(torch.Generator().manual_seed(0))
+    logits = torch.tensor([[5.0, 1.0, 0.0], [5.0, 1.0, 0.0], [5.0, 1.0, 0.0]])
+    rows = [SamplingRow(SamplingParams(temperature=0, logprobs=1), suppressed_token_ids=(0,)),
+            SamplingRow(SamplingParams(temperature=1.0, seed=3), suppressed_token_ids=(0, 1)),
+            SamplingRow(SamplingParams(temperature=0))]
+    picked = sampler.sample(logits, rows)
+    assert [s.token_id for s in picked] == [1, 2, 0]
+    assert picked[0].logprob.top[0][0] == 0, "logprobs report the model's own distribution"
+    assert logits[0, 0] == 5.0, "the caller's logits are not modified"
+
+
+def test_min_tokens_must_fit_in_max_tokens():
+    with pytest.raises(ValidationError, match=r"min_tokens \(5\) exceeds max_tokens \(4\)"):
+        SamplingParams(max_tokens=4, min_tokens=5)
+    assert SamplingParams(max_tokens=4, min_tokens=4).min_tokens == 4

@@ -110,6 +110,19 @@ async def test_max_completion_tokens_wins_and_ignore_eos_runs_to_length(runtime)
     assert answer["choices"][0]["finish_reason"] == "length"
 
 
+async def test_min_tokens_holds_off_the_end(runtime):
+    """An end-of-sequence token ends a free completion early; min_tokens keeps it from being sampled."""
+    for seed in range(200):
+        body = {"prompt": [5 + seed % 50, 6, 7], "max_tokens": 40, "temperature": 1.0, "seed": seed}
+        free = await runtime.completions(body)
+        if free["choices"][0]["finish_reason"] == "stop" and free["usage"]["completion_tokens"] < 10:
+            break
+    else:
+        pytest.fail("no seed ended early; the test needs a prompt that stops")
+    held = await runtime.completions({**body, "min_tokens": 12})
+    assert held["usage"]["completion_tokens"] >= 12
+
+
 async def test_completions_take_every_prompt_form_and_count_each(runtime):
     tokenizer = runtime.engine.tokenizer
     texts = ["abc", "hello"]
@@ -198,6 +211,8 @@ BAD_CHAT = [
     ({"messages": HELLO, "top_logprobs": 21, "logprobs": True}, "top_logprobs", "0 to 20"),
     ({"messages": HELLO, "stream_options": {"include_usage": True}}, "stream_options", "stream: true"),
     ({"messages": HELLO, "stop": ["s"] * 17}, "stop", "at most 16"),
+    ({"messages": HELLO, "max_completion_tokens": 3, "min_tokens": 4}, "min_tokens", "exceeds max_completion_tokens (3)"),
+    ({"messages": HELLO, "min_tokens": -1}, "min_tokens", "0"),
     ({"messages": HELLO, "tools": [{"type": "function"}]}, "tools", "not supported"),
     ({"messages": HELLO, "logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
     ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format", "text"),
@@ -236,6 +251,7 @@ BAD_COMPLETIONS = [
     ({"prompt": "a", "echo": True, "logprobs": 1}, "echo", "drop one"),
     ({"prompt": ["a"] * 5, "n": 16}, "n", "at most 64"),
     ({"prompt": "a", "max_tokens": MAX_MODEL_LEN}, "max_tokens", f"is {MAX_MODEL_LEN} tokens"),
+    ({"prompt": "a", "max_tokens": 2, "min_tokens": 5}, "min_tokens", "exceeds max_tokens (2)"),
 ]
 
 
