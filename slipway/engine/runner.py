@@ -193,9 +193,7 @@ class ModelRunner:
 
     def _prefill_span(self, x: ForwardInput, start: int) -> PrefillSpan:
         context_len = x.start_position + len(x.token_ids)
-        table = None
-        if x.start_position > 0:
-            table = self._tensor(list(x.block_table[: self._num_blocks_for(context_len)]))
+        table = self._tensor(list(x.block_table[: self._num_blocks_for(context_len)]))
         return PrefillSpan(start=start, num_tokens=len(x.token_ids), context_len=context_len, block_table=table)
 
     def _batched_queries(self, group: list[ForwardInput], start: int) -> BatchedQueries:

@@ -21,7 +21,8 @@ A step's tokens arrive flat, prefill spans first, then the batched group:
 `index_copy_`), then attends: a prefill span over its own fresh keys when it has no past,
 otherwise over the blocks its table names; the batched group (sequences with only a few new
 tokens: decodes and speculative verification) reads all its blocks in one gather and one call,
-or, on CPU, goes to the kernel of `cpu_attention.c`, which reads the blocks where they lie.
+or, on CPU, goes to the kernels of `cpu_attention.c` (prefill spans too), which read the blocks
+where they lie.
 Only the blocks a sequence uses are read, never the whole cache. Grouped-query attention never
 repeats keys: the query heads that share a KV head become extra query rows (a reshape), and spans
 use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (the weights' dtype, but float32 for
@@ -54,8 +55,12 @@ class PrefillSpan:
     num_tokens: int
     context_len: int
     """Tokens of the sequence in the cache once this step has written (past + num_tokens)."""
-    block_table: torch.Tensor | None
-    """Blocks holding the sequence; None when the chunk has no past and attends to itself only."""
+    block_table: torch.Tensor
+    """[blocks] long: the blocks holding the sequence's first context_len tokens."""
+
+    @property
+    def past(self) -> int:
+        return self.context_len - self.num_tokens
 
 
 @dataclass
@@ -87,8 +92,8 @@ class AttentionMetadata:
     prefills: list[PrefillSpan]
     batched: BatchedQueries | None
     kernel: PagedAttentionKernel | None = None
-    """The CPU kernel (models/cpu_attention.py) for the batched group, reading blocks in place;
-    None: gather the blocks and use SDPA."""
+    """The CPU kernels (models/cpu_attention.py), reading blocks in place; None: gather the
+    blocks and use SDPA."""
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -105,14 +110,18 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out = torch.empty_like(q)
     for span in meta.prefills:
         end = span.start + span.num_tokens
-        if span.block_table is None:
+        if meta.kernel is not None:
+            in_place = meta.kernel.prefill(q[span.start:end], k_cache, v_cache, span.block_table, span.past)
+            if in_place is not None:
+                out[span.start:end] = in_place
+                continue
+        if span.past == 0:  # the chunk attends to itself only: its fresh keys, no gather
             keys, values = k[span.start:end].transpose(0, 1), v[span.start:end].transpose(0, 1)
         else:
             rows = block_rows(span.block_table, k_cache)
             keys = gather_blocks(k_cache, rows).to(compute_dtype)[:, : span.context_len]
             values = gather_blocks(v_cache, rows).to(compute_dtype)[:, : span.context_len]
-        past = span.context_len - span.num_tokens
-        out[span.start:end] = _attend_span(q[span.start:end], keys, values, past, compute_dtype)
+        out[span.start:end] = _attend_span(q[span.start:end], keys, values, span.past, compute_dtype)
     if meta.batched is not None:
         group = meta.batched
         if meta.kernel is not None:

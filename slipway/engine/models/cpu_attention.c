@@ -276,3 +276,174 @@ int paged_attention_queries(const float *q, const void *k_cache, const void *v_c
     }
     return 0;
 }
+
+/* -- prefill chunks: many queries of one sequence ---------------------------------------------
+ *
+ * A chunk of T new tokens (positions past .. past+T-1) attends over the sequence's first past+T
+ * cached tokens, causally. This is a flash-attention loop written as small matrix products on
+ * vdpbf16ps: the keys and values of each KV head are first packed (once per call, into
+ * `scratch`) so that a pair of head_dim entries of 16 keys fills one register, then each work
+ * item, a tile of rows (query tokens x the query heads of one KV head), walks the keys 16 at a
+ * time: scores for all its rows, an online-softmax update, probabilities rounded to bfloat16
+ * (as PyTorch's own CPU flash attention does), and the probabilities times the packed values.
+ *
+ *   scratch   uint16 [num_kv_heads, 2, padded_keys, head_dim], padded_keys = past+T rounded up to 16
+ *   q, out    bfloat16 [T, num_heads, head_dim]; q unscaled (scale is applied to the scores)
+ * Needs AVX-512 BF16 and head_dim % 32 == 0; returns -1 otherwise (PyTorch then attends). */
+#define TILE_ROWS 12
+
+#ifdef HAVE_AVX512_BF16
+/* Keys of one group of 16 as [head_dim / 2][16 keys][2], values as [8 key pairs][head_dim][2]. */
+static void pack_key_group(const uint16_t *k_head, const uint16_t *v_head, const int64_t *block_table,
+                           int64_t first_key, int64_t num_keys, int block_size, int head_dim,
+                           uint16_t *k_packed, uint16_t *v_packed) {
+    const int64_t block_stride = (int64_t)block_size * head_dim;
+    const uint16_t *k_rows[16], *v_rows[16];
+    for (int n = 0; n < 16; n++) {
+        int64_t key = first_key + n;
+        if (key < num_keys) {
+            int64_t offset = block_table[key / block_size] * block_stride + (key % block_size) * head_dim;
+            k_rows[n] = k_head + offset;
+            v_rows[n] = v_head + offset;
+        } else {
+            k_rows[n] = v_rows[n] = NULL;  /* beyond the context: packed as zeros */
+        }
+    }
+    for (int pair = 0; pair < head_dim / 2; pair++)
+        for (int n = 0; n < 16; n++) {
+            uint16_t *dst = k_packed + ((int64_t)pair * 16 + n) * 2;
+            dst[0] = k_rows[n] ? k_rows[n][2 * pair] : 0;
+            dst[1] = k_rows[n] ? k_rows[n][2 * pair + 1] : 0;
+        }
+    for (int pair = 0; pair < 8; pair++)
+        for (int d = 0; d < head_dim; d++) {
+            uint16_t *dst = v_packed + ((int64_t)pair * head_dim + d) * 2;
+            dst[0] = v_rows[2 * pair] ? v_rows[2 * pair][d] : 0;
+            dst[1] = v_rows[2 * pair + 1] ? v_rows[2 * pair + 1][d] : 0;
+        }
+}
+
+static void prefill_tile(const uint16_t *q, const uint16_t *k_packed, const uint16_t *v_packed, int64_t past,
+                         int64_t first_token, int tile_tokens, int group, int64_t kv_head, int64_t num_heads,
+                         int head_dim, float scale, uint16_t *out) {
+    const int rows = tile_tokens * group;
+    const int pairs = head_dim / 2, chunks = head_dim / 16;
+    const uint32_t *q_rows[TILE_ROWS];
+    int64_t row_position[TILE_ROWS];
+    for (int r = 0; r < TILE_ROWS; r++) {
+        int used = r < rows ? r : rows - 1;  /* padding rows repeat the last real one */
+        int64_t token = first_token + used / group, head = kv_head * group + used % group;
+        q_rows[r] = (const uint32_t *)(q + (token * num_heads + head) * head_dim);
+        row_position[r] = past + token;
+    }
+    float running_max[16];
+    __m512 sums[TILE_ROWS];
+    float acc[TILE_ROWS][MAX_HEAD_DIM] __attribute__((aligned(64)));
+    uint16_t probs[TILE_ROWS][16] __attribute__((aligned(64)));
+    for (int r = 0; r < TILE_ROWS; r++) {
+        running_max[r] = -INFINITY;
+        sums[r] = _mm512_setzero_ps();
+        for (int d = 0; d < head_dim; d++) acc[r][d] = 0.0f;
+    }
+    const int64_t last_position = row_position[TILE_ROWS - 1] > row_position[0] ? row_position[TILE_ROWS - 1]
+                                                                               : row_position[0];
+    const __m512 scale_vec = _mm512_set1_ps(scale);
+    for (int64_t first_key = 0; first_key <= last_position; first_key += 16) {
+        const uint16_t *kg = k_packed + first_key * head_dim;  /* this group's packed keys */
+        const uint16_t *vg = v_packed + first_key * head_dim;
+        __m512 s[TILE_ROWS];
+        for (int r = 0; r < TILE_ROWS; r++) s[r] = _mm512_setzero_ps();
+        for (int pair = 0; pair < pairs; pair++) {
+            __m512bh keys = (__m512bh)_mm512_loadu_si512(kg + (int64_t)pair * 32);
+            for (int r = 0; r < TILE_ROWS; r++)
+                s[r] = _mm512_dpbf16_ps(s[r], (__m512bh)_mm512_set1_epi32((int)q_rows[r][pair]), keys);
+        }
+        /* Row maxima, then every row's new running max and rescale factor at once (one vector). */
+        float group_max[16] __attribute__((aligned(64)));
+        __mmask16 valid[TILE_ROWS];
+        for (int r = 0; r < TILE_ROWS; r++) {
+            int64_t limit = row_position[r] - first_key + 1;  /* keys of this group the row may see */
+            valid[r] = limit >= 16 ? (__mmask16)0xFFFF : limit <= 0 ? (__mmask16)0 : (__mmask16)((1u << limit) - 1u);
+            s[r] = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), valid[r], s[r], scale_vec);
+            group_max[r] = _mm512_reduce_max_ps(s[r]);
+        }
+        const __mmask16 row_lanes = (__mmask16)((1u << TILE_ROWS) - 1u);
+        __m512 old_max = _mm512_maskz_loadu_ps(row_lanes, running_max);
+        __m512 new_max = _mm512_max_ps(old_max, _mm512_maskz_load_ps(row_lanes, group_max));
+        __m512 alpha_vec = exp_nonpositive(_mm512_sub_ps(old_max, new_max));  /* -inf - x: 0 */
+        float alpha[16] __attribute__((aligned(64)));
+        _mm512_store_ps(alpha, alpha_vec);
+        _mm512_mask_storeu_ps(running_max, row_lanes, new_max);
+        for (int r = 0; r < TILE_ROWS; r++) {
+            __m512 p = _mm512_maskz_mov_ps(valid[r], exp_nonpositive(_mm512_sub_ps(s[r], _mm512_set1_ps(running_max[r]))));
+            __m256bh rounded = _mm512_cvtneps_pbh(p);
+            _mm256_store_si256((__m256i *)probs[r], (__m256i)rounded);
+            /* Sums per lane of what is multiplied (the rounded probabilities), reduced at the end. */
+            sums[r] = _mm512_fmadd_ps(sums[r], _mm512_set1_ps(alpha[r]), _mm512_cvtpbh_ps(rounded));
+        }
+        for (int c = 0; c < chunks; c++) {
+            __m512 o[TILE_ROWS];
+            for (int r = 0; r < TILE_ROWS; r++)
+                o[r] = _mm512_mul_ps(_mm512_load_ps(acc[r] + c * 16), _mm512_set1_ps(alpha[r]));
+            for (int pair = 0; pair < 8; pair++) {
+                __m512bh values = (__m512bh)_mm512_loadu_si512(vg + ((int64_t)pair * head_dim + c * 16) * 2);
+                for (int r = 0; r < TILE_ROWS; r++)
+                    o[r] = _mm512_dpbf16_ps(o[r], (__m512bh)_mm512_set1_epi32(((const int *)probs[r])[pair]), values);
+            }
+            for (int r = 0; r < TILE_ROWS; r++) _mm512_store_ps(acc[r] + c * 16, o[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        int64_t token = first_token + r / group, head = kv_head * group + r % group;
+        uint16_t *dst = out + (token * num_heads + head) * head_dim;
+        float total = _mm512_reduce_add_ps(sums[r]);
+        float inverse = total > 0.0f ? 1.0f / total : 0.0f;
+        for (int d = 0; d < head_dim; d++) dst[d] = float_to_bf16(acc[r][d] * inverse);
+    }
+}
+#endif
+
+int paged_prefill_attention(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
+                            const int64_t *block_table, int64_t past, int64_t num_tokens, float scale,
+                            uint16_t *out, int64_t num_heads, int64_t num_kv_heads, int64_t num_blocks,
+                            int64_t block_size, int64_t head_dim, uint16_t *scratch) {
+#ifdef HAVE_AVX512_BF16
+    if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || head_dim % 32 != 0 || head_dim > MAX_HEAD_DIM)
+        return -1;
+    const int group = (int)(num_heads / num_kv_heads);
+    if (group > TILE_ROWS) return -1;
+    const int tile_tokens = TILE_ROWS / group;
+    const int64_t num_keys = past + num_tokens;
+    const int64_t padded_keys = (num_keys + 15) / 16 * 16, groups = padded_keys / 16;
+    const int64_t head_stride = num_blocks * block_size * head_dim;
+    #pragma omp parallel
+    {
+        #pragma omp for schedule(static)
+        for (int64_t item = 0; item < num_kv_heads * groups; item++) {
+            int64_t kv_head = item / groups, key_group = item % groups;
+            uint16_t *k_packed = scratch + (kv_head * 2) * padded_keys * head_dim;
+            uint16_t *v_packed = k_packed + padded_keys * head_dim;
+            pack_key_group(k_cache + kv_head * head_stride, v_cache + kv_head * head_stride, block_table,
+                           key_group * 16, num_keys, (int)block_size, (int)head_dim,
+                           k_packed + key_group * 16 * head_dim, v_packed + key_group * 16 * head_dim);
+        }
+        const int64_t tiles = (num_tokens + tile_tokens - 1) / tile_tokens;
+        /* Later tiles see more keys: hand them out first so the threads finish together. */
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < num_kv_heads * tiles; item++) {
+            int64_t kv_head = item % num_kv_heads, tile = tiles - 1 - item / num_kv_heads;
+            int64_t first_token = tile * tile_tokens;
+            int count = (int)(num_tokens - first_token < tile_tokens ? num_tokens - first_token : tile_tokens);
+            const uint16_t *k_packed = scratch + (kv_head * 2) * padded_keys * head_dim;
+            prefill_tile(q, k_packed, k_packed + padded_keys * head_dim, past, first_token, count, group, kv_head,
+                         num_heads, (int)head_dim, scale, out);
+        }
+    }
+    return 0;
+#else
+    (void)q; (void)k_cache; (void)v_cache; (void)block_table; (void)past; (void)num_tokens; (void)scale;
+    (void)out; (void)num_heads; (void)num_kv_heads; (void)num_blocks; (void)block_size; (void)head_dim;
+    (void)scratch;
+    return -1;
+#endif
+}

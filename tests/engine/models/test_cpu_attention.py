@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slipway.engine.models import cpu_attention
-from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, paged_attention
+from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, PrefillSpan, paged_attention
 from slipway.engine.models.cpu_attention import PagedAttentionKernel, load_kernel
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
@@ -157,3 +157,86 @@ def test_the_runner_uses_the_kernel_only_for_a_cache_it_supports(kernel: PagedAt
     assert kernel.supports(torch.zeros(2, 4, 16, 64, dtype=torch.bfloat16))
     assert kernel.supports(torch.zeros(2, 4, 16, 64))
     assert not kernel.supports(torch.zeros(2, 4, 16, 64, dtype=torch.float16))
+
+
+# -- prefill chunks -----------------------------------------------------------------------------
+
+HAS_AVX512_BF16 = "avx512_bf16" in open("/proc/cpuinfo").read()
+needs_avx512_bf16 = pytest.mark.skipif(not HAS_AVX512_BF16, reason="the prefill kernel needs AVX-512 BF16; "
+                                       "this CPU attends prompt chunks with PyTorch")
+
+
+def prefill_meta(num_tokens: int, past: int, num_blocks: int, block_size: int, generator: torch.Generator,
+                 kernel: PagedAttentionKernel | None) -> AttentionMetadata:
+    used = -(-(past + num_tokens) // block_size)
+    table = torch.randperm(num_blocks, generator=generator)[:used]
+    span = PrefillSpan(start=0, num_tokens=num_tokens, context_len=past + num_tokens, block_table=table)
+    return AttentionMetadata(slot_mapping=torch.empty(0, dtype=torch.long), prefills=[span], batched=None,
+                             kernel=kernel)
+
+
+PREFILL_CASES = [
+    # (heads, kv_heads, head_dim, block_size, chunk tokens, past)
+    (9, 3, 64, 16, 512, 0),  # SmolLM2: a first chunk
+    (9, 3, 64, 16, 273, 512),  # a later chunk
+    (9, 3, 64, 16, 37, 1001),  # a short chunk after a long past (prefix-cache hit)
+    (8, 2, 128, 16, 70, 33),
+    (14, 2, 64, 8, 19, 5),  # seven query heads per KV head: one token per tile
+    (4, 4, 32, 32, 45, 0),
+    (2, 1, 64, 16, 2, 3),
+]
+
+
+@needs_avx512_bf16
+@pytest.mark.parametrize("heads, kv_heads, head_dim, block_size, num_tokens, past", PREFILL_CASES)
+def test_the_prefill_kernel_matches_the_pytorch_path(kernel: PagedAttentionKernel, heads: int, kv_heads: int,
+                                                     head_dim: int, block_size: int, num_tokens: int,
+                                                     past: int) -> None:
+    generator = torch.Generator().manual_seed(num_tokens * 7 + past)
+    num_blocks = -(-(past + num_tokens) // block_size) + 6
+    shape = (kv_heads, num_blocks, block_size, head_dim)
+    k_cache = torch.randn(shape, generator=generator).to(torch.bfloat16)
+    v_cache = torch.randn(shape, generator=generator).to(torch.bfloat16)
+    q = (torch.randn(num_tokens, heads, head_dim, generator=generator) * 2).to(torch.bfloat16)
+    k_new = torch.empty(num_tokens, kv_heads, head_dim, dtype=torch.bfloat16)
+    v_new = torch.empty_like(k_new)
+    meta = prefill_meta(num_tokens, past, num_blocks, block_size, generator, kernel)
+    table, size = meta.prefills[0].block_table, block_size
+    # The step's own keys and values are those the cache holds at their positions.
+    for i, position in enumerate(range(past, past + num_tokens)):
+        k_new[i] = k_cache[:, table[position // size], position % size]
+        v_new[i] = v_cache[:, table[position // size], position % size]
+    meta.slot_mapping = torch.tensor([int(table[p // size]) * size + p % size for p in range(past, past + num_tokens)])
+
+    assert kernel.prefill(q, k_cache, v_cache, table, past) is not None, "the kernel takes this shape"
+    actual = paged_attention(q, k_new, v_new, k_cache, v_cache, meta, torch.bfloat16).float()
+    meta.kernel = None
+    expected = paged_attention(q, k_new, v_new, k_cache, v_cache, meta, torch.bfloat16).float()
+    # Both round probabilities to bfloat16 before the value product; they differ in the order of sums.
+    torch.testing.assert_close(actual, expected, atol=3e-2, rtol=3e-2)
+
+
+@needs_avx512_bf16
+def test_a_prefill_query_sees_no_key_after_its_position(kernel: PagedAttentionKernel) -> None:
+    generator = torch.Generator().manual_seed(11)
+    k_cache = torch.randn(1, 8, 16, 64, generator=generator).to(torch.bfloat16)
+    v_cache = torch.randn(1, 8, 16, 64, generator=generator).to(torch.bfloat16)
+    q = torch.randn(20, 2, 64, generator=generator).to(torch.bfloat16)
+    table = torch.tensor([3, 1, 6])
+    before = kernel.prefill(q, k_cache, v_cache, table, past=10)
+    v_cache[0, 1, 13] = 1e3  # position 29: seen by the chunk's last token only
+    k_cache[0, 1, 14:] = 50.0  # positions 30 and 31, and 32..47 below: beyond the context of 30
+    k_cache[0, 6] = 50.0
+    after = kernel.prefill(q, k_cache, v_cache, table, past=10)
+    torch.testing.assert_close(after[:19], before[:19])
+    assert (after[19] - before[19]).abs().max() > 1
+
+
+def test_prefill_shapes_the_kernel_does_not_take_fall_back(kernel: PagedAttentionKernel) -> None:
+    table = torch.tensor([0, 1])
+    cache = torch.zeros(1, 2, 16, 48, dtype=torch.bfloat16)  # head_dim 48: not a multiple of 32
+    assert kernel.prefill(torch.zeros(3, 2, 48, dtype=torch.bfloat16), cache, cache, table, past=1) is None
+    many = torch.zeros(1, 2, 16, 64, dtype=torch.bfloat16)  # 13 query heads on one KV head
+    assert kernel.prefill(torch.zeros(3, 13, 64, dtype=torch.bfloat16), many, many, table, past=1) is None
+    fp32 = torch.zeros(1, 2, 16, 64)
+    assert kernel.prefill(torch.zeros(3, 2, 64), fp32, fp32, table, past=1) is None
