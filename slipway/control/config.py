@@ -23,6 +23,9 @@ class ControlConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     tick_interval: float = Field(1.0, gt=0, description="Seconds between control-loop ticks (a change wakes it early).")
+    starting_tick_interval: float = Field(
+        0.2, gt=0, description="Seconds between ticks while a replica is starting: its readiness reaches gateways, "
+        "and requests held for a cold start, this much after it turns ready at most.")
     packages: PackageLimits = Field(default_factory=PackageLimits, description="Upload and unpack limits.")
     key_cache_seconds: float = Field(
         2.0, ge=0, description="How long a key lookup is reused before asking the store again (revokes apply at once)."

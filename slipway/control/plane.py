@@ -148,8 +148,11 @@ class ControlPlane:
                 else:
                     log.warning("control loop tick failed again: %s", message)
                 self._last_error = message
+            # A starting replica is polled often: requests may be held until it turns ready.
+            starting = any(r.state == ReplicaState.STARTING for r in self._observed)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.wait_for(self._wake.wait(),
+                                       timeout=min(interval, self.config.starting_tick_interval) if starting else interval)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

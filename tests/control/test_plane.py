@@ -377,3 +377,30 @@ def _metric(plane, name: str) -> float:
 
     page = plane.render_metrics().decode()
     return sum(s.value for f in text_string_to_metric_families(page) for s in f.samples if s.name == name)
+
+
+async def test_a_starting_replica_is_polled_often_until_ready(plane, workspace, reconciler):
+    """A cold start waits on the replica's readiness reaching the gateway: while a replica starts,
+    the loop ticks every starting_tick_interval, not every tick_interval."""
+    plane.config = plane.config.model_copy(update={"starting_tick_interval": 0.05})
+    task = asyncio.create_task(plane.run_forever(interval=30))
+    try:
+        for _ in range(100):  # the first tick, with nothing to run
+            await asyncio.sleep(0.01)
+            if reconciler.desired_seen:
+                break
+        deployment = await asyncio.to_thread(plane.deploy, workspace.id, package())  # wakes: replica starting
+        started = time.monotonic()
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if _status(plane, deployment.deployment.id) == "active":
+                break
+        assert _status(plane, deployment.deployment.id) == "active"
+        assert time.monotonic() - started < 2, "readiness came from a fast tick, not after the 30 s interval"
+        ticks = len(reconciler.desired_seen)
+        await asyncio.sleep(0.3)
+        assert len(reconciler.desired_seen) == ticks, "no replica starts: back to the 30 s interval"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -1,14 +1,16 @@
-/* Attention of a few queries per sequence over the paged KV cache, on CPU, reading the cache in
- * place.
+/* Attention over the paged KV cache on CPU, reading the cache in place. Two entry points:
+ *
+ *   paged_attention_queries   a few queries per sequence (decodes, speculative drafts), many sequences
+ *   paged_prefill_attention   one sequence's prompt chunk (further below)
  *
  * PyTorch has no op that attends over blocks scattered through a cache: the eager path first
  * copies each sequence's blocks into one tensor (index_select) and then runs SDPA over the copy,
  * so every cached byte is read, written and read again. At long contexts a decode step is then
- * mostly memory traffic. This kernel walks each sequence's block table and reads every key and
+ * mostly memory traffic. These kernels walk each sequence's block table and read every key and
  * value once, with an online softmax (running max and sum, rescaling the accumulator), so nothing
  * the size of the context is ever materialised.
  *
- * Layouts (all contiguous, row-major):
+ * paged_attention_queries, layouts (all contiguous, row-major):
  *   q            float32 [num_tokens, num_heads, head_dim], already multiplied by 1/sqrt(head_dim)
  *   k/v cache    [num_kv_heads, num_blocks, block_size, head_dim], bfloat16 (uint16 bits) or float32
  *   block_tables int64   [num_seqs, max_blocks]
