@@ -241,3 +241,14 @@ def test_min_tokens_holds_off_stop_tokens_and_stop_strings(llama_checkpoint):
     assert late.token_ids[:8] == free.token_ids[:8]
     assert late.text.startswith(free.text[: len(engine.tokenizer.decode(free.token_ids[:8]))])
     assert engine.kv.num_used_blocks == 0
+
+
+def test_the_cpu_attention_kernels_serve_by_default_and_can_be_turned_off(llama_checkpoint):
+    folder, model = llama_checkpoint
+    on, off = make_engine(folder), make_engine(folder, cpu_attention_kernel=False)
+    assert on.runner.attention_kernel is not None and off.runner.attention_kernel is None
+    prompts = [random_prompt(n, seed=200 + n) for n in (5, 40, 90)]
+    params = SamplingParams(temperature=0.0, max_tokens=20)
+    with_kernel = [o.outputs[0].token_ids for o in on.generate(prompts, params)]
+    assert with_kernel == [o.outputs[0].token_ids for o in off.generate(prompts, params)]
+    assert with_kernel == [hf_greedy(model, p, 20) for p in prompts]

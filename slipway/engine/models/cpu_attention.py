@@ -1,4 +1,4 @@
-"""The CPU attention kernel: `cpu_attention.c`, built once per machine and loaded with ctypes.
+"""The CPU attention kernels: `cpu_attention.c`, built once per machine and loaded with ctypes.
 
 Two kernels, both reading the paged cache in place with an online softmax:
 
@@ -49,7 +49,7 @@ _loaded: dict[Path, "PagedAttentionKernel | None"] = {}
 
 
 class PagedAttentionKernel:
-    """`paged_attention_queries` of the built library, called with tensors."""
+    """The built library's two kernels, called with tensors."""
 
     def __init__(self, library: Path) -> None:
         self.library = library
@@ -120,7 +120,7 @@ class PagedAttentionKernel:
 
 
 def load_kernel(cache_dir: Path | None = None) -> PagedAttentionKernel | None:
-    """The kernel, built on first use and cached; None when this machine cannot build it."""
+    """The kernels, built on first use and cached; None when this machine cannot build them."""
     folder = cache_dir or default_cache_dir()
     with _lock:
         if folder not in _loaded:
