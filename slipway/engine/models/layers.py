@@ -14,7 +14,12 @@ from torch import nn
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square normalisation, computed in float32 and cast back before the weight."""
+    """Root-mean-square normalisation, computed in float32 and cast back before the weight.
+
+    In float32 it is Hugging Face's arithmetic op for op (outputs match to the token); in lower
+    precisions PyTorch's fused `rms_norm` (float32 inside, one rounding at the end instead of two),
+    about three times faster on a prompt chunk.
+    """
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__()
@@ -23,6 +28,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype != torch.float32 and dtype == self.weight.dtype:
+            return torch.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(dtype)
@@ -86,7 +93,12 @@ class RotaryEmbedding(nn.Module):
 
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                  sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    return apply_rotary_one(q, cos, sin), apply_rotary_one(k, cos, sin)
+
+
+def apply_rotary_one(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [tokens, heads, head_dim], any number of heads (queries and keys together, say)."""
+    return x * cos + _rotate_half(x) * sin
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

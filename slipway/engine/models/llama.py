@@ -28,7 +28,7 @@ from torch import nn
 
 from slipway.engine.models.attention import AttentionMetadata, block_rows, decode_attention, paged_attention
 from slipway.engine.models.config import ModelConfig
-from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary
+from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary_one
 
 if TYPE_CHECKING:  # the lora package imports this module (merge_lora)
     from slipway.engine.lora.batch import LayerLora, LoraBatch
@@ -70,11 +70,11 @@ class LlamaAttention(nn.Module):
         qkv = self.qkv_proj(hidden)
         if lora is not None:
             qkv = lora.apply("qkv_proj", hidden, qkv)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(num_tokens, self.num_heads, self.head_dim)
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        q, k = apply_rotary(q, k, *rope)
+        # Queries and keys sit side by side in qkv: rotated together, in one pass of each op.
+        qk = qkv[:, : self.q_size + self.kv_size].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
+        qk = apply_rotary_one(qk, *rope)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, self.q_size + self.kv_size:].view(num_tokens, self.num_kv_heads, self.head_dim)
         return q, k, v
 
 
