@@ -150,9 +150,9 @@ class ControlPlane:
                 self._last_error = message
             # A starting replica is polled often: requests may be held until it turns ready.
             starting = any(r.state == ReplicaState.STARTING for r in self._observed)
+            wait = min(interval, self.config.starting_tick_interval) if starting else interval
             try:
-                await asyncio.wait_for(self._wake.wait(),
-                                       timeout=min(interval, self.config.starting_tick_interval) if starting else interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

@@ -3,8 +3,9 @@
 Resolves what the config leaves open (device, dtype, max_model_len, number of KV blocks,
 whether to compile), checks that the pieces fit together (a whole max_model_len sequence must
 fit in the cache), loads the weights (folding in `merge_adapter`, a LoRA adapter, if set) and
-the tokenizer, builds (once per machine) the CPU attention kernel, allocates the cache, and compiles the decode step when asked to (or else, for
-bfloat16 on CPU, packs the linear layers for oneDNN).
+the tokenizer, loads the CPU attention kernels (built once per machine), allocates the cache,
+and compiles the decode step when asked to (or else, for bfloat16 on CPU, packs the linear
+layers for oneDNN).
 """
 
 from __future__ import annotations

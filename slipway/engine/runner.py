@@ -76,8 +76,9 @@ class ModelRunner:
         self._cache_slots = self.kv_cache.flatten(3, 4)
         self.compiled_decode: CompiledDecode | None = None
         """Set by `enable_compiled_decode`; pure-decode steps then run compiled."""
-        self.attention_kernel = attention_kernel if attention_kernel and attention_kernel.supports(self.kv_cache) else None
-        """The CPU kernel for decodes and drafts (models/cpu_attention.py); None: PyTorch attends."""
+        supported = attention_kernel is not None and attention_kernel.supports(self.kv_cache)
+        self.attention_kernel = attention_kernel if supported else None
+        """The CPU attention kernels (models/cpu_attention.py) for this cache; None: PyTorch attends."""
 
     def enable_compiled_decode(self) -> float:
         """Compile the decode step now; returns the seconds it took."""

@@ -61,7 +61,8 @@ class SamplingParams(BaseModel):
     def _min_tokens_within_max_tokens(self) -> "SamplingParams":
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(
-                f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens}); lower min_tokens or raise max_tokens"
+                f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens}); "
+                "lower min_tokens or raise max_tokens"
             )
         return self
 

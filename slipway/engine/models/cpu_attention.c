@@ -226,7 +226,8 @@ attend_one_bf16_avx512(const float *q, const uint16_t *k_cache, const uint16_t *
 /* Specialised copies for the shapes of common models (query heads per KV head, head_dim). */
 #define SHAPE_CASE(G, D) \
     if (group == G && head_dim == D) { \
-        attend_one_bf16_avx512(q, k_cache, v_cache, block_table, num_keys, kv_head, num_blocks, block_size, G, D, out); \
+        attend_one_bf16_avx512(q, k_cache, v_cache, block_table, num_keys, kv_head, num_blocks, block_size, \
+                               G, D, out); \
         return; \
     }
 
@@ -377,7 +378,8 @@ static void prefill_tile(const uint16_t *q, const uint16_t *k_packed, const uint
         _mm512_store_ps(alpha, alpha_vec);
         _mm512_mask_storeu_ps(running_max, row_lanes, new_max);
         for (int r = 0; r < TILE_ROWS; r++) {
-            __m512 p = _mm512_maskz_mov_ps(valid[r], exp_nonpositive(_mm512_sub_ps(s[r], _mm512_set1_ps(running_max[r]))));
+            __m512 shifted = _mm512_sub_ps(s[r], _mm512_set1_ps(running_max[r]));
+            __m512 p = _mm512_maskz_mov_ps(valid[r], exp_nonpositive(shifted));
             __m256bh rounded = _mm512_cvtneps_pbh(p);
             _mm256_store_si256((__m256i *)probs[r], (__m256i)rounded);
             /* Sums per lane of what is multiplied (the rounded probabilities), reduced at the end. */
