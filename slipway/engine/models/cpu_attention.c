@@ -25,7 +25,8 @@
  *
  * Built at run time by cpu_attention.py with the machine's C compiler (-O3 -march=native), and
  * parallel over (sequence, KV head, query) with OpenMP: the same libgomp runtime PyTorch loaded,
- * so both share one pool of threads.
+ * so both share one pool of threads, and as many threads as PyTorch's (num_threads, passed in:
+ * a replica sized for 2 CPUs on a 64-core machine must not attend on 64).
  */
 #include <math.h>
 #include <stdint.h>
@@ -247,14 +248,14 @@ int paged_attention_queries(const float *q, const void *k_cache, const void *v_c
                             const int64_t *block_tables, const int64_t *query_starts,
                             const int64_t *context_lens, void *out, int64_t num_seqs,
                             int64_t max_blocks, int64_t num_heads, int64_t num_kv_heads,
-                            int64_t num_blocks, int64_t block_size, int64_t head_dim) {
+                            int64_t num_blocks, int64_t block_size, int64_t head_dim, int num_threads) {
     if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0) return -1;
     const int group = (int)(num_heads / num_kv_heads);
     if (group > MAX_GROUP || head_dim > MAX_HEAD_DIM) return -1;
     const int64_t num_tokens = query_starts[num_seqs];
     const int64_t element = is_bf16 ? 2 : 4;
     /* One work item per (query token, KV head); a token knows its sequence by search. */
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
     for (int64_t item = 0; item < num_tokens * num_kv_heads; item++) {
         int64_t token = item / num_kv_heads, kv_head = item % num_kv_heads;
         int64_t seq = 0;
@@ -410,7 +411,7 @@ static void prefill_tile(const uint16_t *q, const uint16_t *k_packed, const uint
 int paged_prefill_attention(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache,
                             const int64_t *block_table, int64_t past, int64_t num_tokens, float scale,
                             uint16_t *out, int64_t num_heads, int64_t num_kv_heads, int64_t num_blocks,
-                            int64_t block_size, int64_t head_dim, uint16_t *scratch) {
+                            int64_t block_size, int64_t head_dim, uint16_t *scratch, int num_threads) {
 #ifdef HAVE_AVX512_BF16
     if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || head_dim % 32 != 0 || head_dim > MAX_HEAD_DIM)
         return -1;
@@ -420,7 +421,7 @@ int paged_prefill_attention(const uint16_t *q, const uint16_t *k_cache, const ui
     const int64_t num_keys = past + num_tokens;
     const int64_t padded_keys = (num_keys + 15) / 16 * 16, groups = padded_keys / 16;
     const int64_t head_stride = num_blocks * block_size * head_dim;
-    #pragma omp parallel
+    #pragma omp parallel num_threads(num_threads)
     {
         #pragma omp for schedule(static)
         for (int64_t item = 0; item < num_kv_heads * groups; item++) {
@@ -447,7 +448,7 @@ int paged_prefill_attention(const uint16_t *q, const uint16_t *k_cache, const ui
 #else
     (void)q; (void)k_cache; (void)v_cache; (void)block_table; (void)past; (void)num_tokens; (void)scale;
     (void)out; (void)num_heads; (void)num_kv_heads; (void)num_blocks; (void)block_size; (void)head_dim;
-    (void)scratch;
+    (void)scratch; (void)num_threads;
     return -1;
 #endif
 }

@@ -57,11 +57,11 @@ class PagedAttentionKernel:
         self._function = loaded.paged_attention_queries
         self._function.restype = ctypes.c_int
         self._function.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 4
-                                   + [ctypes.c_int64] * 7)
+                                   + [ctypes.c_int64] * 7 + [ctypes.c_int])
         self._prefill = loaded.paged_prefill_attention
         self._prefill.restype = ctypes.c_int
         self._prefill.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_void_p]
-                                  + [ctypes.c_int64] * 5 + [ctypes.c_void_p])
+                                  + [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_int])
         self.prefill_unsupported: set[tuple[int, ...]] = set()
         """Shapes the prefill kernel refused (no AVX-512 BF16, head_dim): not asked again."""
 
@@ -88,6 +88,7 @@ class PagedAttentionKernel:
             scaled.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), int(k_cache.dtype == torch.bfloat16),
             tables.data_ptr(), starts.data_ptr(), lengths.data_ptr(), out.data_ptr(),
             tables.shape[0], tables.shape[1], num_heads, num_kv_heads, num_blocks, block_size, head_dim,
+            torch.get_num_threads(),
         )
         return out if status == 0 else None
 
@@ -111,7 +112,7 @@ class PagedAttentionKernel:
         status = self._prefill(
             queries.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), tables.data_ptr(), past, num_tokens,
             head_dim ** -0.5, out.data_ptr(), num_heads, num_kv_heads, num_blocks, block_size, head_dim,
-            scratch.data_ptr(),
+            scratch.data_ptr(), torch.get_num_threads(),
         )
         if status != 0:
             self.prefill_unsupported.add(shape)
