@@ -212,7 +212,7 @@ BAD_CHAT = [
     ({"messages": HELLO, "stream_options": {"include_usage": True}}, "stream_options", "stream: true"),
     ({"messages": HELLO, "stop": ["s"] * 17}, "stop", "at most 16"),
     ({"messages": HELLO, "max_completion_tokens": 3, "min_tokens": 4}, "min_tokens", "exceeds max_completion_tokens (3)"),
-    ({"messages": HELLO, "min_tokens": -1}, "min_tokens", "0"),
+    ({"messages": HELLO, "min_tokens": -1}, "min_tokens", "greater than or equal to 0 (got -1)"),
     ({"messages": HELLO, "tools": [{"type": "function"}]}, "tools", "not supported"),
     ({"messages": HELLO, "logit_bias": {"5": 1.0}}, "logit_bias", "not supported"),
     ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format", "text"),
