@@ -1,7 +1,7 @@
 """Routing policies on real replicas: prefix-cache hits, TTFT, throughput and balance on multi-turn chats
 shaped by the Mooncake conversation trace.
 
-    python benchmarks/routing.py [--requests 60] [--concurrency 6] [--block-tokens 16] [--max-output 16]
+    python benchmarks/routing.py [--requests 150] [--concurrency 6] [--block-tokens 16] [--max-output 16]
                                  [--policies round_robin least_load prefix_aware kv_aware] [--out PATH]
 
 What runs (all on 127.0.0.1):
@@ -27,7 +27,8 @@ Measured per run: prefix-cache hit rate (sum over replicas of the /stats deltas 
 prefix_cache_hit_tokens_total / prefix_cache_query_tokens_total), TTFT p50/p99 and throughput (from
 `slipway.bench`: streamed requests, timed at the client), and the requests each replica served.
 Printed as a Markdown table, with each policy's hit rate as a ratio to the reference's; written as
-JSON to --out. The default run takes about 10 minutes on a 2-core machine.
+JSON to --out (per-request TTFTs included, follow-up turns marked). The default run takes about 10 minutes
+on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -297,6 +298,8 @@ def measure(name: str, fleet: Fleet, base_url: str, requests: list[BenchRequest]
         "cache_tokens": sum(after[r]["kv_blocks_total"] * after[r]["kv_block_size"] for r in after),
         "num_preemptions": sum(after[r].get("num_preemptions", 0) - before[r].get("num_preemptions", 0) for r in after),
         "summary": summary.model_dump(mode="json"),
+        "requests": [{"index": r.index, "follow_up": requests[r.index].after is not None, "sent_ms": r.sent_ms,
+                      "ttft_ms": r.ttft_ms, "input_tokens": r.input_tokens, "error": r.error} for r in records],
     }
 
 
@@ -405,7 +408,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trace", type=Path, default=TRACE, help="Mooncake conversation trace (JSONL).")
     parser.add_argument("--window", type=int, default=3000, help="Trace rows conversations are taken from.")
-    parser.add_argument("--requests", type=int, default=60, help="Requests (trace rows) sent per run.")
+    parser.add_argument("--requests", type=int, default=150, help="Requests (trace rows) sent per run.")
     parser.add_argument("--max-turns", type=int, default=6, help="Most turns kept of one conversation.")
     parser.add_argument("--concurrency", type=int, default=6, help="Requests in flight at most (closed loop).")
     parser.add_argument("--block-tokens", type=int, default=16, help="SmolLM2 tokens per 512-token trace block.")

@@ -44,6 +44,15 @@ class EngineConfig(BaseModel):
     enable_chunked_prefill: bool = Field(
         True, description="Split long prompts across steps so decodes keep flowing beside them."
     )
+    short_prefill_tokens: int = Field(
+        0, ge=0, description=(
+            "Short prompts first: a prompt with at most this many tokens left to compute (after its cached "
+            "prefix) is short. In a step shared with other sequences, a longer prompt prefills at most this many "
+            "tokens, and sits out the step (at most 4 in a row) while a short one is ready, so cache hits and brief "
+            "prompts get their first token without waiting behind long prompts. 0: prompts are served by arrival, "
+            "each taking what budget is left. Needs chunked prefill."
+        ),
+    )
     block_size: int = Field(16, ge=1, le=1024, description="Tokens per KV-cache block.")
     num_kv_blocks: int | None = Field(
         None, ge=1, description="KV-cache blocks to allocate; None derives it from kv_cache_memory."

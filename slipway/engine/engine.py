@@ -59,7 +59,9 @@ class LLMEngine:
                                     pack=can_pack(self.device, parts.dtype))
         self.scheduler = Scheduler(self.kv, max_num_seqs=self.config.max_num_seqs,
                                    max_num_batched_tokens=self.config.max_num_batched_tokens,
-                                   enable_chunked_prefill=self.config.enable_chunked_prefill, loras=self.lora_table)
+                                   enable_chunked_prefill=self.config.enable_chunked_prefill,
+                                   short_prefill_tokens=self.config.short_prefill_tokens,
+                                   loras=self.lora_table)
         self.sampler = Sampler(torch.Generator(device=self.device).manual_seed(self.config.seed))
         eos = set(self.model_config.eos_token_ids)
         if self.tokenizer is not None and getattr(self.tokenizer, "eos_token_id", None) is not None:

@@ -48,6 +48,8 @@ class Sequence:
         self.num_cached_tokens = 0
         """Prompt tokens found in the prefix cache at first scheduling."""
         self.spec_token_ids: list[int] = []
+        self.long_prefill_deferrals = 0
+        """Steps in a row this long prompt sat out while short ones went first (see the scheduler)."""
         self.status = SequenceStatus.WAITING
         self.generator = generator
         self.detokenizer = detokenizer

@@ -74,6 +74,8 @@ class BuiltinLlmConfig(BaseModel):
 
     kv_cache_memory: str | None = Field(None, description="KV cache size, e.g. '512Mi' (engine default 256Mi).")
     max_num_batched_tokens: int | None = Field(None, ge=1, description="Token budget of one engine step.")
+    short_prefill_tokens: int | None = Field(
+        None, ge=0, description="Prompts with at most this many tokens left go first (engine default 0: off).")
     enable_prefix_caching: bool | None = Field(None, description="Reuse KV blocks of prompts sharing a prefix.")
     num_speculative_tokens: int = Field(0, ge=0, le=16, description="N-gram draft tokens per greedy step; 0 is off.")
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:N'; None picks cuda when available.")
@@ -99,6 +101,7 @@ class BuiltinLlmConfig(BaseModel):
     def engine_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {key: value for key, value in {
             "kv_cache_memory": self.kv_cache_memory, "max_num_batched_tokens": self.max_num_batched_tokens,
+            "short_prefill_tokens": self.short_prefill_tokens,
             "enable_prefix_caching": self.enable_prefix_caching, "device": self.device,
             "max_loras": self.max_loras, "max_lora_rank": self.max_lora_rank,
         }.items() if value is not None}

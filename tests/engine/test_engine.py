@@ -72,6 +72,14 @@ def test_chunked_prefill_beside_decodes_matches_hf(checkpoint):
     assert_matches_hf(engine, model, prompts)
 
 
+def test_short_prompts_first_and_long_ones_in_small_chunks_match_hf(checkpoint):
+    folder, model = checkpoint
+    engine = make_engine(folder, max_num_batched_tokens=16, short_prefill_tokens=5,
+                         enable_prefix_caching=False)
+    prompts = [random_prompt(45, seed=4), random_prompt(3, seed=5), random_prompt(19, seed=6)]
+    assert_matches_hf(engine, model, prompts)
+
+
 def test_preemption_by_recompute_matches_hf(checkpoint):
     folder, model = checkpoint
     # 12 blocks of 4 tokens: three 16-token requests growing to 40 tokens cannot all fit.
