@@ -66,6 +66,11 @@ class PrefixAwareConfig(BoundedLoadConfig):
                                          "to the least loaded replica. A short prefix that every prompt shares (a "
                                          "chat template, a brief system prompt) then does not herd new "
                                          "conversations onto one replica. 0 follows any match.")
+    load_weight: float = Field(
+        4.0, ge=0.0, description="Matched prefix chunks one in-flight request is worth: the replica holding a "
+                                 "prompt's prefix takes it only while its matched chunks are at least this many "
+                                 "times its in-flight requests beyond the least loaded replica's. 0: the load "
+                                 "bound alone decides.")
     max_entries: int = Field(
         50_000, ge=1, description="Most prefix chunks remembered (each maps to the replica that last took it); "
                                   "the least recently routed are forgotten first. About 150 bytes each.")

@@ -5,14 +5,20 @@
                   ▼
     index.deepest(chain, candidates) ──► replica R holding the longest prefix
                   │                          │
-          none, R's prefix under            R's prefix >= min_match_ratio of the chain, and
-          min_match_ratio of the            R.in_flight <= load_factor * fewest + load_slack
-          chain, or R over the bound         │
+          none, R's prefix under            R's prefix >= min_match_ratio of the chain,
+          min_match_ratio of the            R.in_flight <= load_factor * fewest + load_slack, and
+          chain, R over the bound,          R's matched chunks >= load_weight * (R.in_flight - fewest)
+          or not worth its load              │
                   ▼                          ▼
             fewest in flight                 R
                   └──────────┬───────────────┘
                              ▼
                on_routed: index.record(chain, chosen)
+
+The last test weighs what the prefix saves against the queue it joins, as `kv_aware` does with
+blocks: each request R carries beyond the least loaded replica must be paid for by `load_weight`
+matched chunks. A long conversation stays put; a short one moves to an idle replica rather than
+wait behind a busy one, which keeps replicas even when conversations differ in length.
 
 The index is approximate on purpose: it is what this gateway sent where, not what the replicas
 hold, so it needs no tokenizer and no reports; a replica's engine may have evicted a prefix since,
@@ -62,7 +68,9 @@ class PrefixAware(RoutingPolicy):
         if match is None or match.depth < self.config.min_match_ratio * len(chain):
             return least_loaded
         holder = by_id[match.replica_id]
-        if holder.in_flight <= self.config.load_limit(least_loaded.in_flight):
+        extra_load = holder.in_flight - least_loaded.in_flight
+        if (holder.in_flight <= self.config.load_limit(least_loaded.in_flight)
+                and match.depth >= self.config.load_weight * extra_load):
             return holder
         return least_loaded
 

@@ -72,7 +72,7 @@ def test_with_min_match_ratio_0_any_known_prefix_is_followed():
 
 
 def test_falls_back_to_least_load_when_the_holder_is_over_the_bound():
-    routing = policy(load_factor=2.0, load_slack=1)
+    routing = policy(load_factor=2.0, load_slack=1, load_weight=0)
     holder = routing.choose(views(0, 0), ask(SYSTEM)).replica_id
     other = "r1" if holder == "r0" else "r0"
 
@@ -84,6 +84,23 @@ def test_falls_back_to_least_load_when_the_holder_is_over_the_bound():
     assert routing.choose(loads(8, 3), ask(SYSTEM)).replica_id == other       # 8 > 7: least load
     # The prefix followed the request: the other replica is now where it lives.
     assert routing.choose(loads(0, 0), ask(SYSTEM)).replica_id == other
+
+
+def test_a_prefix_must_be_worth_the_extra_requests_its_holder_carries():
+    routing = policy(load_weight=4)
+    short, long = "user\nhello there, tides?\n", SYSTEM + "user\nwhat moves the tides twice a day?\n"
+    holder_short = routing.choose(views(0, 0), ask(short)).replica_id   # 2 chunks of 16 characters
+    holder_long = routing.choose(views(0, 0), ask(long)).replica_id     # 16 chunks
+    assert holder_short != holder_long, "two new conversations, spread by load in turn"
+
+    def loads(holder: str, holder_load: int) -> list[ReplicaView]:
+        return views(holder_load if holder == "r0" else 0, holder_load if holder == "r1" else 0)
+
+    assert routing.choose(loads(holder_short, 1), ask(short)).replica_id != holder_short, \
+        "2 matched chunks do not pay for 1 more request in flight (4 chunks): the idle replica takes it"
+    assert routing.choose(loads(holder_long, 4), ask(long)).replica_id == holder_long, \
+        "16 matched chunks pay for 4 more requests (16 chunks): the conversation stays"
+    assert routing.choose(loads(holder_long, 5), ask(long)).replica_id != holder_long, "but not for 5"
 
 
 def test_an_unhealthy_or_excluded_holder_is_passed_over():
