@@ -23,6 +23,12 @@ Within each kind arrival order holds. A prompt alone in the engine takes the who
     budget 512, T = 128:   A (900 to prefill, older)   B arrives (30 to prefill, prefix cached)
     T = 0      step 1: A 512       step 2: A 388 + B 30     B's first token after both steps
     T = 128    step 1: A 512 (alone)    step 2: B 30        step 3: A 128 ...
+
+A sequence with a LoRA adapter is admitted only once its adapter holds one of the `max_loras`
+slots (`LoraTable.acquire`: loaded on first use, evicting the least recently used idle one);
+while it runs it pins the slot. When every slot is pinned it waits, and so does every later
+adapter sequence (they would keep the slots busy and starve it); base sequences may pass it.
+A sequence whose adapter no longer reads from disk is dropped into `SchedulerOutput.failed`.
 """
 
 from __future__ import annotations
