@@ -16,8 +16,8 @@
                on_routed: index.record(chain, chosen)
 
 The last test weighs what the prefix saves against the queue it joins, as `kv_aware` does with
-blocks: each request R carries beyond the least loaded replica must be paid for by `load_weight`
-matched chunks. A long conversation stays put; a short one moves to an idle replica rather than
+blocks: every request in flight on R beyond the least loaded replica's count must be paid for by
+`load_weight` matched chunks. A long conversation stays put; a short one moves to an idle replica rather than
 wait behind a busy one, which keeps replicas even when conversations differ in length.
 
 The index is approximate on purpose: it is what this gateway sent where, not what the replicas

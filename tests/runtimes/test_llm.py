@@ -33,10 +33,10 @@ async def test_missing_weights_fail_the_load_naming_the_path(tmp_path):
 def test_config_reads_slipway_llm_variables_into_engine_overrides():
     config = BuiltinLlmConfig.from_env({
         "SLIPWAY_LLM_KV_CACHE_MEMORY": "64Mi", "SLIPWAY_LLM_ENABLE_PREFIX_CACHING": "false",
-        "SLIPWAY_LLM_NUM_SPECULATIVE_TOKENS": "3", "OTHER": "x",
+        "SLIPWAY_LLM_NUM_SPECULATIVE_TOKENS": "3", "SLIPWAY_LLM_SHORT_PREFILL_TOKENS": "128", "OTHER": "x",
     })
     assert config.engine_overrides() == {"kv_cache_memory": "64Mi", "enable_prefix_caching": False,
-                                         "speculative": {"num_speculative_tokens": 3}}
+                                         "short_prefill_tokens": 128, "speculative": {"num_speculative_tokens": 3}}
     assert BuiltinLlmConfig.from_env({}).engine_overrides() == {}
 
 
