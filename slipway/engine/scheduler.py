@@ -108,7 +108,10 @@ class Scheduler:
         out = self._schedule(short, defer_long)
         if defer_long and not out.scheduled and not out.preempted:
             # The short prompt could not start after all (no cache room, no adapter slot): nobody waits for it.
+            # Sequences the first pass dropped (an adapter that no longer reads) stay reported.
+            failed = out.failed
             out = self._schedule(short, False)
+            out.failed[:0] = failed
         return out
 
     def _schedule(self, short: int, defer_long: bool) -> SchedulerOutput:

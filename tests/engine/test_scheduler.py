@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slipway.engine.kv import KVCacheManager
+from slipway.engine.lora.adapter import LoraAdapterError
 from slipway.engine.sampling_params import SamplingParams
 from slipway.engine.scheduler import MAX_LONG_PREFILL_DEFERRALS, Scheduler, SchedulerOutput
 from slipway.engine.sequence import Sequence, SequenceStatus
@@ -241,3 +244,22 @@ def test_every_prompt_finishes_and_no_long_one_sits_out_too_long(prompt_lens, ar
         if not s.has_unfinished() and step >= max(arrivals):
             break
     assert not s.has_unfinished(), "every prompt was prefilled and finished"
+
+
+def test_an_adapter_that_fails_to_load_is_reported_even_when_the_short_prompt_cannot_start():
+    class Table:
+        def acquire(self, adapter):
+            raise LoraAdapterError("the adapter's folder is gone")
+
+        def release(self, adapter):
+            pass
+
+    kv = KVCacheManager(64, BS, enable_prefix_caching=False)
+    s = Scheduler(kv, max_num_seqs=8, max_num_batched_tokens=16, short_prefill_tokens=6, loras=Table())
+    long_prompt = seq(1, 30)
+    broken = Sequence(2, "r2", 0, [5, 6], SamplingParams(), 2, lora=SimpleNamespace(root_hash=77))
+    s.add(long_prompt)
+    s.add(broken)
+    out = s.schedule()
+    assert [failed.seq_id for failed, _ in out.failed] == [2], "the failure reaches the engine"
+    assert plan(out) == [(1, 6)], "and the long prompt does not sit out for a short one that never starts"
