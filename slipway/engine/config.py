@@ -125,6 +125,11 @@ class EngineConfig(BaseModel):
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) is below max_model_len ({self.max_model_len}) "
                 "with chunked prefill off, so long prompts could never run; raise it or enable_chunked_prefill"
             )
+        if self.short_prefill_tokens and not self.enable_chunked_prefill:
+            raise ValueError(
+                f"short_prefill_tokens ({self.short_prefill_tokens}) needs chunked prefill, which is off: long "
+                "prompts could not give way to short ones; set enable_chunked_prefill or short_prefill_tokens: 0"
+            )
         return self
 
     @classmethod

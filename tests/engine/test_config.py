@@ -24,6 +24,12 @@ def test_chunking_off_needs_a_budget_for_whole_prompts():
         EngineConfig(enable_chunked_prefill=False, max_model_len=1024, max_num_batched_tokens=512)
 
 
+def test_short_prompts_first_needs_chunked_prefill():
+    with pytest.raises(ValidationError, match="short_prefill_tokens .*needs chunked prefill"):
+        EngineConfig(enable_chunked_prefill=False, max_num_batched_tokens=4096, short_prefill_tokens=128)
+    assert EngineConfig(short_prefill_tokens=128).short_prefill_tokens == 128
+
+
 def test_speculative_bounds():
     with pytest.raises(ValidationError, match="prompt_lookup_min"):
         SpeculativeConfig(prompt_lookup_min=4, prompt_lookup_max=2)
