@@ -70,7 +70,7 @@ class PrefixAwareConfig(BoundedLoadConfig):
         4.0, ge=0.0, description="Matched prefix chunks one in-flight request is worth: the replica holding a "
                                  "prompt's prefix takes it only while its matched chunks are at least this many "
                                  "times its in-flight requests beyond the least loaded replica's. 0: the load "
-                                 "bound alone decides.")
+                                 "bound alone decides, as it does for requests known only by prompt_key.")
     max_entries: int = Field(
         50_000, ge=1, description="Most prefix chunks remembered (each maps to the replica that last took it); "
                                   "the least recently routed are forgotten first. About 150 bytes each.")

@@ -17,7 +17,8 @@
 
 The last test weighs what the prefix saves against the queue it joins, as `kv_aware` does with
 blocks: every request in flight on R beyond the least loaded replica's count must be paid for by
-`load_weight` matched chunks. A long conversation stays put; a short one moves to an idle replica rather than
+`load_weight` matched chunks. A `prompt_key` (one hash, no text) has no size to weigh, so for it
+the bound alone decides. A long conversation stays put; a short one moves to an idle replica rather than
 wait behind a busy one, which keeps replicas even when conversations differ in length.
 
 The index is approximate on purpose: it is what this gateway sent where, not what the replicas
@@ -68,11 +69,12 @@ class PrefixAware(RoutingPolicy):
         if match is None or match.depth < self.config.min_match_ratio * len(chain):
             return least_loaded
         holder = by_id[match.replica_id]
-        extra_load = holder.in_flight - least_loaded.in_flight
-        if (holder.in_flight <= self.config.load_limit(least_loaded.in_flight)
-                and match.depth >= self.config.load_weight * extra_load):
-            return holder
-        return least_loaded
+        if holder.in_flight > self.config.load_limit(least_loaded.in_flight):
+            return least_loaded
+        # A prompt key is one hash for the whole prompt, with no size to weigh: the bound alone decides.
+        if request.prompt_text and match.depth < self.config.load_weight * (holder.in_flight - least_loaded.in_flight):
+            return least_loaded
+        return holder
 
     def on_routed(self, request: RouteRequest, replica: ReplicaView) -> None:
         last = self._last

@@ -116,6 +116,9 @@ def test_prompt_key_is_used_when_there_is_no_text_and_nothing_is_least_load():
     first = routing.choose(views(0, 0, 0), RouteRequest("d-1", prompt_key="k-42")).replica_id
     assert {routing.choose(views(0, 0, 0), RouteRequest("d-1", prompt_key="k-42")).replica_id
             for _ in range(6)} == {first}
+    busier = views(*[3 if f"r{i}" == first else 0 for i in range(3)])
+    assert routing.choose(busier, RouteRequest("d-1", prompt_key="k-42")).replica_id == first, \
+        "a key has no size to weigh against load: within the bound it stays"
     assert routing.choose(views(4, 1, 3), RouteRequest("d-1")).replica_id == "r1"
     assert len(routing.index) == 1
 
