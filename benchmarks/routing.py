@@ -2,6 +2,7 @@
 shaped by the Mooncake conversation trace.
 
     python benchmarks/routing.py [--requests 150] [--concurrency 6] [--block-tokens 16] [--max-output 16]
+                                 [--short-prefill-tokens 128]
                                  [--policies round_robin least_load prefix_aware kv_aware] [--out PATH]
 
 What runs (all on 127.0.0.1):
@@ -22,6 +23,12 @@ length scaled the same way (and to --max-prompt-tokens), and each output is the 
 length scaled the same way, capped at --max-output (sent with ignore_eos, so exactly that many).
 Arrivals: the rows in trace order under a closed loop of --concurrency, each turn sent only once
 the turn it continues has been answered (a user waits for the answer before writing again).
+
+Every replica, the reference's included, runs with the engine's `short_prefill_tokens` at
+--short-prefill-tokens (128): a prompt with little left to compute after its cached prefix (a
+follow-up turn whose history is cached) goes before long prompts, as a deployment that routes by
+cache would configure its replicas (`SLIPWAY_LLM_SHORT_PREFILL_TOKENS` under `runtime.env`). Every
+policy gets the same replicas, so the comparison stays like for like; 0 serves prompts by arrival.
 
 Measured per run: prefix-cache hit rate (sum over replicas of the /stats deltas of
 prefix_cache_hit_tokens_total / prefix_cache_query_tokens_total), TTFT p50/p99 and throughput (from
@@ -353,7 +360,9 @@ def run(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     try:
         console.print(f"reference: 1 replica, KV cache {args.reference_kv_memory}, {args.reference_threads} threads")
-        fleet = start_replicas(work, "reference", 1, {"SLIPWAY_LLM_KV_CACHE_MEMORY": args.reference_kv_memory,
+        engine_env = {"SLIPWAY_LLM_SHORT_PREFILL_TOKENS": str(args.short_prefill_tokens)}
+        fleet = start_replicas(work, "reference", 1, {**engine_env,
+                                                      "SLIPWAY_LLM_KV_CACHE_MEMORY": args.reference_kv_memory,
                                                       "OMP_NUM_THREADS": str(args.reference_threads)})
         try:
             requests = build_requests(turns, fetch_tokenizer(fleet.replicas[0][1], work / "tokenizer"), args)
@@ -370,7 +379,7 @@ def run(args: argparse.Namespace) -> dict:
             console.print(f"[yellow]the reference cache holds {reference['cache_tokens']} tokens, less than the "
                           f"workload's ~{total_tokens}: it may have evicted; raise --reference-kv-memory[/]")
         console.print(f"  hit rate {reference['hit_rate']:.3f}, TTFT p50 {reference['ttft_p50_ms']:.0f} ms")
-        replica_env = {"OMP_NUM_THREADS": "1"}
+        replica_env = {**engine_env, "OMP_NUM_THREADS": "1"}
         if args.replica_kv_memory:
             replica_env["SLIPWAY_LLM_KV_CACHE_MEMORY"] = args.replica_kv_memory
         for policy in args.policies:
@@ -418,6 +427,9 @@ def main() -> None:
     parser.add_argument("--replica-kv-memory", default=None,
                         help="KV cache of each routed replica (e.g. 256Mi); default: the engine's.")
     parser.add_argument("--reference-kv-memory", default="2Gi", help="KV cache of the reference replica.")
+    parser.add_argument("--short-prefill-tokens", type=int, default=128,
+                        help="The engine's short_prefill_tokens on every replica, reference included: prompts with "
+                             "at most this many tokens left after their cached prefix go first (0: by arrival).")
     parser.add_argument("--reference-threads", type=int, default=2, help="Engine threads of the reference replica.")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (replica and gateway logs).")
