@@ -30,12 +30,17 @@ follow-up turn whose history is cached) goes before long prompts, as a deploymen
 cache would configure its replicas (`SLIPWAY_LLM_SHORT_PREFILL_TOKENS` under `runtime.env`). Every
 policy gets the same replicas, so the comparison stays like for like; 0 serves prompts by arrival.
 
-Measured per run: prefix-cache hit rate (sum over replicas of the /stats deltas of
-prefix_cache_hit_tokens_total / prefix_cache_query_tokens_total), TTFT p50/p99 and throughput (from
-`slipway.bench`: streamed requests, timed at the client), and the requests each replica served.
-Printed as a Markdown table, with each policy's hit rate as a ratio to the reference's; written as
-JSON to --out (per-request TTFTs included, follow-up turns marked). The default run takes about 10 minutes
-on a 2-core machine.
+Each policy runs the workload --repeat times (2), each time on fresh replicas and a fresh
+gateway, and its figures pool the runs: prefix-cache hit rate (sum over replicas and runs of the
+/stats deltas of prefix_cache_hit_tokens_total / prefix_cache_query_tokens_total), TTFT p50/p99
+and throughput over every request of every run (from `slipway.bench`: streamed requests, timed at
+the client), and the requests each replica served, of the run with the worst max/min (replicas of
+different runs are different replicas, so their loads are never summed). One run of 150 requests
+is a small sample: round_robin's hit rate alone moves between 0.23 and 0.35 from run to run with
+the order in which the closed loop happens to send turns. The reference runs once. Printed as a
+Markdown table, with each policy's hit rate as a ratio to the reference's; written as JSON to
+--out (per-run figures and per-request TTFTs included, follow-up turns marked). The default run
+takes about 15 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -209,7 +214,7 @@ def start_replicas(work: Path, name: str, count: int, env: dict[str, str]) -> Fl
     return fleet
 
 
-def start_gateway(work: Path, policy: str, fleet: Fleet) -> None:
+def start_gateway(work: Path, policy: str, fleet: Fleet, name: str) -> None:
     replicas = [ReplicaEntry(replica_id=replica_id, url=url) for replica_id, url, _ in fleet.replicas]
     snapshot = RoutingSnapshot(
         version=1,
@@ -220,11 +225,12 @@ def start_gateway(work: Path, policy: str, fleet: Fleet) -> None:
                                      status="active", workspace_id="ws", routing=policy,
                                      replicas=replicas)],
     )
-    snapshot_file, port_file, log = work / f"{policy}.snapshot.json", work / f"{policy}.gateway.port", \
-        work / f"{policy}.gateway.log"
+    snapshot_file, port_file, log = work / f"{name}.snapshot.json", work / f"{name}.gateway.port", \
+        work / f"{name}.gateway.log"
     snapshot_file.write_text(snapshot.model_dump_json())
+    port_file.unlink(missing_ok=True)
     process = spawn([sys.executable, "-m", "slipway.gateway", "--snapshot-file", str(snapshot_file), "--home",
-                     str(work / f"{policy}-home"), "--port", "0", "--port-file", str(port_file), "--log-level", "info"],
+                     str(work / f"{name}-home"), "--port", "0", "--port-file", str(port_file), "--log-level", "info"],
                     log, {})
     fleet.gateway = (wait_url("/health", process, port_file, log), process)
     if policy == "kv_aware":
@@ -284,30 +290,66 @@ async def drive(base_url: str, requests: list[BenchRequest], concurrency: int,
     return list(records), duration
 
 
-def measure(name: str, fleet: Fleet, base_url: str, requests: list[BenchRequest], concurrency: int) -> dict:
+@dataclass
+class Run:
+    """One pass of the workload through one fleet: what the replicas counted and what the client timed."""
+
+    records: list[RequestRecord]
+    duration: float
+    hit_tokens: int
+    queried_tokens: int
+    served: dict[str, int]
+    cache_tokens: int
+    num_preemptions: int
+
+
+def measure_run(label: str, fleet: Fleet, base_url: str, requests: list[BenchRequest], concurrency: int) -> Run:
     before = replica_stats(fleet)
-    records, duration = asyncio.run(drive(base_url, requests, concurrency, name))
+    records, duration = asyncio.run(drive(base_url, requests, concurrency, label))
     after = replica_stats(fleet)
     hits = sum(after[r]["prefix_cache_hit_tokens_total"] - before[r]["prefix_cache_hit_tokens_total"] for r in after)
     queried = sum(after[r]["prefix_cache_query_tokens_total"] - before[r]["prefix_cache_query_tokens_total"]
                   for r in after)
-    served = {r: after[r]["requests_total"] - before[r]["requests_total"] for r in after}
-    summary: BenchSummary = summarize(records, duration)
+    return Run(records=records, duration=duration, hit_tokens=hits, queried_tokens=queried,
+               served={r: after[r]["requests_total"] - before[r]["requests_total"] for r in after},
+               cache_tokens=sum(after[r]["kv_blocks_total"] * after[r]["kv_block_size"] for r in after),
+               num_preemptions=sum(after[r].get("num_preemptions", 0) - before[r].get("num_preemptions", 0)
+                                   for r in after))
+
+
+def pooled(name: str, runs: list[Run], requests: list[BenchRequest]) -> dict:
+    """One policy's result over its runs: hit rate and timings over every request of every run, as one
+    sample; balance as the worst run's (each run has fresh replicas, so their loads do not add up)."""
+    records = [record for run in runs for record in run.records]
+    summary: BenchSummary = summarize(records, sum(run.duration for run in runs))
     if summary.failed:
         console.print(f"[red]{name}: {summary.failed} requests failed[/]: {summary.errors[:3]}")
-    least = min(served.values())
+    hits, queried = sum(run.hit_tokens for run in runs), sum(run.queried_tokens for run in runs)
+    balances = [max(run.served.values()) / min(run.served.values()) if min(run.served.values()) else float("inf")
+                for run in runs]
+    worst = balances.index(max(balances))
     return {
-        "name": name, "hit_rate": hits / queried if queried else 0.0, "hit_tokens": hits, "queried_tokens": queried,
+        "name": name, "runs": len(runs), "hit_rate": hits / queried if queried else 0.0, "hit_tokens": hits,
+        "queried_tokens": queried,
         "ttft_p50_ms": summary.ttft_ms.p50 if summary.ttft_ms else None,
         "ttft_p99_ms": summary.ttft_ms.p99 if summary.ttft_ms else None,
         "request_throughput": summary.request_throughput, "output_throughput": summary.output_throughput,
-        "served": served, "load_max_over_min": max(served.values()) / least if least else float("inf"),
-        "cache_tokens": sum(after[r]["kv_blocks_total"] * after[r]["kv_block_size"] for r in after),
-        "num_preemptions": sum(after[r].get("num_preemptions", 0) - before[r].get("num_preemptions", 0) for r in after),
+        "served": runs[worst].served, "load_max_over_min": balances[worst],
+        "per_run": [{"hit_rate": run.hit_tokens / run.queried_tokens if run.queried_tokens else 0.0,
+                     "ttft_p50_ms": _ttft_p50(run), "served": run.served, "load_max_over_min": balance}
+                    for run, balance in zip(runs, balances)],
+        "cache_tokens": min(run.cache_tokens for run in runs),
+        "num_preemptions": sum(run.num_preemptions for run in runs),
         "summary": summary.model_dump(mode="json"),
-        "requests": [{"index": r.index, "follow_up": requests[r.index].after is not None, "sent_ms": r.sent_ms,
-                      "ttft_ms": r.ttft_ms, "input_tokens": r.input_tokens, "error": r.error} for r in records],
+        "requests": [{"run": number, "index": r.index, "follow_up": requests[r.index].after is not None,
+                      "sent_ms": r.sent_ms, "ttft_ms": r.ttft_ms, "input_tokens": r.input_tokens, "error": r.error}
+                     for number, run in enumerate(runs) for r in run.records],
     }
+
+
+def _ttft_p50(run: Run) -> float | None:
+    ttft = summarize(run.records, run.duration).ttft_ms
+    return ttft.p50 if ttft else None
 
 
 # -- report -------------------------------------------------------------------------------------------------
@@ -370,7 +412,8 @@ def run(args: argparse.Namespace) -> dict:
             console.print(f"workload: {len(requests)} requests in {first_turns} "
                           f"conversations, {sum(r.input_tokens for r in requests)} prompt tokens (before the chat "
                           f"template), {sum(r.output_tokens for r in requests)} output tokens")
-            reference = measure("reference", fleet, fleet.replicas[0][1], requests, args.concurrency)
+            reference = pooled("reference", [measure_run("reference", fleet, fleet.replicas[0][1], requests,
+                                                         args.concurrency)], requests)
         finally:
             fleet.stop()
         # Every token of every request, the chat template's ~30 included: what a cache that never evicts holds.
@@ -383,15 +426,18 @@ def run(args: argparse.Namespace) -> dict:
         if args.replica_kv_memory:
             replica_env["SLIPWAY_LLM_KV_CACHE_MEMORY"] = args.replica_kv_memory
         for policy in args.policies:
-            fleet = start_replicas(work, policy, args.replicas, replica_env)
-            try:
-                start_gateway(work, policy, fleet)
-                result = measure(policy, fleet, fleet.gateway[0], requests, args.concurrency)
-            finally:
-                fleet.stop()
-            results.append(result)
-            console.print(f"  {policy}: hit rate {result['hit_rate']:.3f}, TTFT p50 {result['ttft_p50_ms']:.0f} ms, "
-                          f"served {list(result['served'].values())}")
+            runs = []
+            for number in range(args.repeat):
+                fleet = start_replicas(work, policy, args.replicas, replica_env)
+                try:
+                    start_gateway(work, policy, fleet, name=f"{policy}-{number + 1}")
+                    label = policy if args.repeat == 1 else f"{policy} {number + 1}/{args.repeat}"
+                    runs.append(measure_run(label, fleet, fleet.gateway[0], requests, args.concurrency))
+                finally:
+                    fleet.stop()
+                console.print(f"  {label}: hit rate {runs[-1].hit_tokens / max(1, runs[-1].queried_tokens):.3f}, "
+                              f"TTFT p50 {_ttft_p50(runs[-1]) or 0:.0f} ms, served {list(runs[-1].served.values())}")
+            results.append(pooled(policy, runs, requests))
     finally:
         if args.keep:
             console.print(f"logs kept in {work}")
@@ -432,6 +478,8 @@ def main() -> None:
                              "at most this many tokens left after their cached prefix go first (0: by arrival).")
     parser.add_argument("--reference-threads", type=int, default=2, help="Engine threads of the reference replica.")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="Runs of the workload per policy, each on fresh replicas; pooled (see the docstring).")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder (replica and gateway logs).")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "routing.json",
                         help="Where the JSON results go.")
