@@ -40,7 +40,7 @@ is a small sample: round_robin's hit rate alone moves between 0.23 and 0.35 from
 the order in which the closed loop happens to send turns. The reference runs once. Printed as a
 Markdown table, with each policy's hit rate as a ratio to the reference's; written as JSON to
 --out (per-run figures and per-request TTFTs included, follow-up turns marked). The default run
-takes about 15 minutes on a 2-core machine.
+takes about 10 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
