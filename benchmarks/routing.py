@@ -2,7 +2,7 @@
 shaped by the Mooncake conversation trace.
 
     python benchmarks/routing.py [--requests 150] [--concurrency 6] [--block-tokens 16] [--max-output 16]
-                                 [--short-prefill-tokens 128]
+                                 [--short-prefill-tokens 128] [--repeat 2]
                                  [--policies round_robin least_load prefix_aware kv_aware] [--out PATH]
 
 What runs (all on 127.0.0.1):
@@ -484,6 +484,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "routing.json",
                         help="Where the JSON results go.")
     args = parser.parse_args()
+    if args.repeat < 1:
+        raise SystemExit(f"--repeat {args.repeat}: each policy needs at least one run; pass --repeat 1 or more")
     if not args.trace.is_file():
         raise SystemExit(f"trace {args.trace} not found; pass --trace PATH to the Mooncake conversation trace")
     results = run(args)
