@@ -98,6 +98,8 @@ class VllmRuntime(LlmRuntime):
         self._stats: dict[str, Any] = map_vllm_metrics("")
         self._stats_at: float | None = None
         self._replica_dir = vllm_process.replica_folder(slipway_home(), self.replica_id)
+        self._tmp_dir: Path | None = None
+        """The child's TMPDIR (`vllm_process.tmp_folder`), set by `load`; removed by `close`."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -106,8 +108,9 @@ class VllmRuntime(LlmRuntime):
         await self._check_has_vllm(python)
         model_dir = await asyncio.to_thread(self._model_folder)
         adapters = {name: resolve_weights(path, self.package_dir) for name, path in self.spec.adapters.items()}
-        for folder in ("cache", "tmp"):
-            (self._replica_dir / folder).mkdir(parents=True, exist_ok=True)
+        (self._replica_dir / "cache").mkdir(parents=True, exist_ok=True)
+        self._tmp_dir = vllm_process.tmp_folder(self._replica_dir)
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
         port = vllm_process.free_port()
         argv = vllm_process.vllm_command(python, model_dir, port, self.spec, adapters)
         env = vllm_process.vllm_environment(os.environ, self._replica_dir, vllm_process.available_cpus())
@@ -137,7 +140,8 @@ class VllmRuntime(LlmRuntime):
         if self.engine is not None:
             await self._stop_engine(self.engine)
             self.engine = None
-        shutil.rmtree(self._replica_dir / "tmp", ignore_errors=True)
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
     def _model_folder(self) -> Path:
         assert self.spec.weights is not None  # the spec requires weights for kind llm

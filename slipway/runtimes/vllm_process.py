@@ -4,6 +4,7 @@ environment, and how it is started and stopped.
     find_vllm_python(spec.runtime.python, environ)   slipway.yaml first, then $SLIPWAY_VLLM_PYTHON
     vllm_command(python, model_dir, port, spec)       the `vllm.entrypoints.openai.api_server` argv
     vllm_environment(environ, replica_dir, cpus)      offline, private cache and tmp, CPU binding
+    tmp_folder(replica_dir)                           the child's TMPDIR, short enough for its sockets
     spawn(argv, env) ─► EngineProcess ─► stop()       own process group; SIGTERM, then SIGKILL
 
 vLLM lives in its own virtualenv (it pins torch and pulls packages slipway does not want), so it
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -113,13 +116,31 @@ def vllm_environment(environ: Mapping[str, str], replica_dir: Path, cpus: Iterab
     env = dict(environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's CPU default takes a large share of RAM
     env["VLLM_CACHE_ROOT"] = str(Path(replica_dir) / "cache")
-    env["TMPDIR"] = str(Path(replica_dir) / "tmp")
+    env["TMPDIR"] = str(tmp_folder(replica_dir))
     env["HF_HUB_OFFLINE"] = "1"
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     cpu_list = sorted(set(cpus))
     if 0 < len(cpu_list) <= BIND_ALL_CPUS_AT_MOST:
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_ranges(cpu_list))
     return env
+
+
+# vLLM opens ZMQ sockets at "<TMPDIR>/<uuid4>"; a Unix socket path holds at most 107 bytes.
+_SOCKET_PATH_MAX = 107
+_SOCKET_NAME_LEN = 1 + 36
+
+
+def tmp_folder(replica_dir: Path) -> Path:
+    """The child's TMPDIR: `<replica_dir>/tmp`, or, when that path is too long for the Unix sockets
+    vLLM opens in it (a deep $SLIPWAY_HOME), a folder named after the replica's in the system's temp
+    folder, or in /tmp when that is deep too. The same replica folder always gives the same answer,
+    so the folder can be removed later."""
+    private = Path(replica_dir) / "tmp"
+    digest = hashlib.sha256(str(Path(replica_dir).resolve()).encode()).hexdigest()[:16]
+    for folder in (private, Path(tempfile.gettempdir()) / f"slipway-vllm-{digest}"):
+        if len(os.fsencode(str(folder))) + _SOCKET_NAME_LEN <= _SOCKET_PATH_MAX:
+            return folder
+    return Path("/tmp") / f"slipway-vllm-{digest}"
 
 
 def cpu_ranges(cpus: Iterable[int]) -> str:

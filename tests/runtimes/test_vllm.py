@@ -28,7 +28,7 @@ from slipway.runtimes import create_runtime
 from slipway.runtimes.base import BadRequestError, is_stream
 from slipway.runtimes.gguf_convert import hf_folder_for
 from slipway.runtimes.vllm import VllmConfig, VllmRuntime, VllmUpstreamError
-from slipway.runtimes.vllm_process import VllmNotFoundError
+from slipway.runtimes.vllm_process import VllmNotFoundError, tmp_folder
 from slipway.runtimes.weights import resolve_weights
 from slipway.spec.package import parse_package
 
@@ -120,7 +120,7 @@ async def test_load_starts_vllm_with_the_package_command_and_a_private_environme
     assert argv[argv.index("--dtype") + 1] == "bfloat16"
     replica_dir = tmp_path / "home" / "cache" / "vllm" / "r-test"
     assert started["env"]["VLLM_CACHE_ROOT"] == str(replica_dir / "cache")
-    assert started["env"]["TMPDIR"] == str(replica_dir / "tmp")
+    assert started["env"]["TMPDIR"] == str(tmp_folder(replica_dir))
     assert started["env"]["HF_HUB_OFFLINE"] == "1"
 
 
@@ -184,9 +184,11 @@ async def test_close_stops_the_whole_process_group(stand_in, monkeypatch, tmp_pa
     await runtime.load()
     started = json.loads(record.read_text())
     assert _alive(started["pid"]) and _alive(started["grandchild_pid"])
+    child_tmp = Path(started["env"]["TMPDIR"])
+    assert child_tmp == tmp_folder(tmp_path / "home" / "cache" / "vllm" / "r-close") and child_tmp.is_dir()
     await runtime.close()
     assert _wait_gone(started["pid"]) and _wait_gone(started["grandchild_pid"])
-    assert not (tmp_path / "home" / "cache" / "vllm" / "r-close" / "tmp").exists()
+    assert not child_tmp.exists()
     with pytest.raises(Exception, match="not running"):
         await runtime.chat_completions(CHAT)
 

@@ -6,14 +6,16 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from slipway.runtimes import vllm_process
 from slipway.runtimes.vllm_process import (
-    VllmNotFoundError, cpu_ranges, find_vllm_python, replica_folder, vllm_command, vllm_environment,
+    VllmNotFoundError, cpu_ranges, find_vllm_python, replica_folder, tmp_folder, vllm_command, vllm_environment,
 )
 from slipway.spec.package import parse_package
 
@@ -90,8 +92,23 @@ def test_the_child_is_offline_with_private_cache_and_tmp_folders(tmp_path):
     assert env["PATH"] == "/bin"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "r-1" / "cache")
-    assert env["TMPDIR"] == str(tmp_path / "r-1" / "tmp")
+    assert env["TMPDIR"] == str(tmp_folder(tmp_path / "r-1"))
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_the_child_tmp_folder_is_the_replicas_own_when_its_path_is_short():
+    assert tmp_folder(Path("/srv/slipway/cache/vllm/r-1")) == Path("/srv/slipway/cache/vllm/r-1/tmp")
+
+
+def test_a_deep_replica_folder_gets_a_tmp_folder_short_enough_for_vllms_sockets(monkeypatch):
+    # vLLM binds ZMQ sockets at <TMPDIR>/<uuid4>; past 107 bytes it exits before it is ready.
+    deep = Path("/srv/" + "a" * 90) / "cache" / "vllm" / "r-1"
+    folder = tmp_folder(deep)
+    assert len(str(folder / str(uuid.uuid4()))) <= 107
+    assert folder == tmp_folder(deep)  # the same every time, so close() removes what load() made
+    assert folder != tmp_folder(deep.with_name("r-2"))
+    monkeypatch.setattr(tempfile, "tempdir", "/srv/" + "b" * 90)  # the system temp folder is deep too
+    assert len(str(tmp_folder(deep) / str(uuid.uuid4()))) <= 107
 
 
 def test_a_kv_cache_size_already_set_is_kept(tmp_path):
