@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from slipway.runtimes.vllm_process import available_cpus, free_port, vllm_command, vllm_environment
+from slipway.runtimes.vllm_process import available_cpus, free_port, tmp_folder, vllm_command, vllm_environment
 from slipway.spec.package import PACKAGE_FILE, parse_package
 
 from _engines.workload import EXAMPLE_PACKAGE, REPO, ModelFiles
@@ -127,7 +127,7 @@ def start_vllm(files: ModelFiles, work: Path) -> RunningServer:
     spec = parse_package((EXAMPLE_PACKAGE / PACKAGE_FILE).read_text())
     port = free_port()
     private = work / "vllm"
-    for folder in (private / "cache", private / "tmp"):
+    for folder in (private / "cache", tmp_folder(private)):
         folder.mkdir(parents=True, exist_ok=True)
     env = vllm_environment(os.environ, private, available_cpus())
     server = _spawn("vllm", vllm_command(VLLM_VENV.python, files.hf_folder, port, spec), work, env=env,
