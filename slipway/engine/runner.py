@@ -26,6 +26,7 @@ from slipway.engine.models.attention import AttentionMetadata, BatchedQueries, P
 from slipway.engine.models.compiled import MIN_BATCH_SIZE, MIN_BLOCK_TABLE_WIDTH, CompiledDecode
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.cpu_attention import PagedAttentionKernel
+from slipway.engine.models.cpu_layers import FusedLayerOps
 from slipway.engine.models.llama import LlamaForCausalLM
 
 
@@ -79,6 +80,11 @@ class ModelRunner:
         supported = attention_kernel is not None and attention_kernel.supports(self.kv_cache)
         self.attention_kernel = attention_kernel if supported else None
         """The CPU attention kernels (models/cpu_attention.py) for this cache; None: PyTorch attends."""
+        weights_dtype = model.embed_tokens.weight.dtype
+        if (self.attention_kernel is not None and compute_dtype == weights_dtype
+                and FusedLayerOps.applies_to(weights_dtype, self.kv_cache, config.head_dim)):
+            # The same library holds the fused layer ops; the general forward runs through them.
+            model.fused_ops = FusedLayerOps(self.attention_kernel.library)
 
     def enable_compiled_decode(self) -> float:
         """Compile the decode step now; returns the seconds it took."""

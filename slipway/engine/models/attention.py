@@ -18,7 +18,8 @@ A step's tokens arrive flat, prefill spans first, then the batched group:
                   ^ PrefillSpan each: one attention call     ^ BatchedQueries: one call for all
 
 `paged_attention` first writes the step's new keys and values into their slots (one
-`index_copy_`), then attends: a prefill span over its own fresh keys when it has no past,
+`index_copy_`; on the fused bfloat16 CPU path `cpu_layers.c` has written them already and
+`attend_written` is called instead), then attends: a prefill span over its own fresh keys when it has no past,
 otherwise over the blocks its table names; the batched group (sequences with only a few new
 tokens: decodes and speculative verification) reads all its blocks in one gather and one call,
 or, on CPU, goes to the kernels of `cpu_attention.c` (prefill spans too), which read the blocks
@@ -106,7 +107,13 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     num_kv_heads, head_dim = k_cache.shape[0], k_cache.shape[3]
     k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, meta.slot_mapping, k.transpose(0, 1).to(k_cache.dtype))
     v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, meta.slot_mapping, v.transpose(0, 1).to(v_cache.dtype))
+    return attend_written(q, k, v, k_cache, v_cache, meta, compute_dtype)
 
+
+def attend_written(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                   v_cache: torch.Tensor, meta: AttentionMetadata, compute_dtype: torch.dtype) -> torch.Tensor:
+    """`paged_attention` once the step's keys and values are in the cache (the fused layer ops
+    write them as they rotate them); same arguments, same result."""
     out = torch.empty_like(q)
     for span in meta.prefills:
         end = span.start + span.num_tokens

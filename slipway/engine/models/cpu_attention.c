@@ -32,24 +32,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cpu_bf16.h"
+
 #define MAX_GROUP 16    /* query heads per KV head */
 #define MAX_HEAD_DIM 256
 #define CHUNK 32        /* keys scored at once between two softmax updates */
-
-static inline float bf16_to_float(uint16_t bits) {
-    uint32_t wide = (uint32_t)bits << 16;
-    float value;
-    memcpy(&value, &wide, sizeof value);
-    return value;
-}
-
-static inline uint16_t float_to_bf16(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40u); /* NaN stays NaN */
-    bits += 0x7fffu + ((bits >> 16) & 1u); /* round to nearest even */
-    return (uint16_t)(bits >> 16);
-}
 
 /* One row of head_dim values of the cache, as float32. */
 static inline void load_row(const void *cache, int is_bf16, int64_t offset, int head_dim, float *row) {

@@ -39,7 +39,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("cpu_attention.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_attention.c", "cpu_layers.c"))
+"""Compiled together into one library; `cpu_layers.py` binds the second file's functions."""
+HEADERS = (Path(__file__).with_name("cpu_bf16.h"),)
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 OPENMP_FLAG = "-fopenmp"
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
@@ -141,11 +143,11 @@ def _build_and_load(folder: Path) -> PagedAttentionKernel | None:
     if compiler is None:
         log.warning("no C compiler found ($CC, gcc, cc or clang): attention on CPU uses the slower PyTorch path")
         return None
-    source = SOURCE.read_bytes()
+    sources = [path.read_bytes() for path in (*SOURCES, *HEADERS)]
     key = hashlib.sha256(b"\0".join([
-        source, _compiler_version(compiler).encode(), " ".join(FLAGS).encode(), _cpu_signature().encode(),
+        *sources, _compiler_version(compiler).encode(), " ".join(FLAGS).encode(), _cpu_signature().encode(),
     ])).hexdigest()[:24]
-    library = folder / f"cpu_attention-{key}.so"
+    library = folder / f"cpu_kernels-{key}.so"
     if not library.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def _compile(compiler: str, library: Path) -> bool:
     partial = library.with_name(f".{library.name}.{os.getpid()}.tmp")
     error = ""
     for flags in (FLAGS + [OPENMP_FLAG], FLAGS):
-        result = subprocess.run([compiler, *flags, "-o", str(partial), str(SOURCE), "-lm"],
+        result = subprocess.run([compiler, *flags, "-o", str(partial), *map(str, SOURCES), "-lm"],
                                 capture_output=True, text=True)
         if result.returncode == 0:
             os.replace(partial, library)

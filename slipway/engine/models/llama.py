@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slipway.engine.models.attention import AttentionMetadata, block_rows, decode_attention, paged_attention
+from slipway.engine.models.attention import (AttentionMetadata, attend_written, block_rows, decode_attention,
+                                             paged_attention)
 from slipway.engine.models.config import ModelConfig
 from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary_one
 
 if TYPE_CHECKING:  # the lora package imports this module (merge_lora)
     from slipway.engine.lora.batch import LayerLora, LoraBatch
+    from slipway.engine.models.cpu_layers import FusedLayerOps
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -53,6 +55,25 @@ class LlamaAttention(nn.Module):
                 meta: AttentionMetadata, compute_dtype: torch.dtype, lora: LayerLora | None = None) -> torch.Tensor:
         q, k, v = self._project(hidden, rope, lora)
         out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1)
+        if lora is None:
+            return self.o_proj(out)
+        return lora.apply("o_proj", out, self.o_proj(out))
+
+    def forward_fused(self, normed: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding,
+                      kv_cache: KVCache, meta: AttentionMetadata, compute_dtype: torch.dtype, ops: FusedLayerOps,
+                      lora: LayerLora | None = None) -> torch.Tensor:
+        """`forward` with rotation and the cache write fused into one call (`ops`, bfloat16 on CPU)."""
+        num_tokens = normed.shape[0]
+        qkv = self.qkv_proj(normed)
+        if lora is not None:
+            qkv = lora.apply("qkv_proj", normed, qkv)
+        qkv = qkv.contiguous()
+        ops.rope_and_cache(qkv, positions, rotary, self.num_heads, self.num_kv_heads, kv_cache[0], kv_cache[1],
+                           meta.slot_mapping)
+        q = qkv[:, : self.q_size].view(num_tokens, self.num_heads, self.head_dim)
+        k = qkv[:, self.q_size: self.q_size + self.kv_size].view(num_tokens, self.num_kv_heads, self.head_dim)
+        v = qkv[:, self.q_size + self.kv_size:].view(num_tokens, self.num_kv_heads, self.head_dim)
+        out = attend_written(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1)
         if lora is None:
             return self.o_proj(out)
         return lora.apply("o_proj", out, self.o_proj(out))
@@ -93,6 +114,16 @@ class LlamaMLP(nn.Module):
         hidden = F.silu(gate) * up
         return lora.apply("down_proj", hidden, self.down_proj(hidden))
 
+    def forward_fused(self, x: torch.Tensor, ops: FusedLayerOps, lora: LayerLora | None = None) -> torch.Tensor:
+        """`forward` with the activation fused into one call (`ops`, bfloat16 on CPU)."""
+        gate_up = self.gate_up_proj(x)
+        if lora is not None:
+            gate_up = lora.apply("gate_up_proj", x, gate_up)
+        hidden = ops.silu_and_mul(gate_up)
+        if lora is None:
+            return self.down_proj(hidden)
+        return lora.apply("down_proj", hidden, self.down_proj(hidden))
+
 
 class LlamaDecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
@@ -106,6 +137,15 @@ class LlamaDecoderLayer(nn.Module):
                 meta: AttentionMetadata, compute_dtype: torch.dtype, lora: LayerLora | None = None) -> torch.Tensor:
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rope, kv_cache, meta, compute_dtype, lora)
         return hidden + self.mlp(self.post_attention_layernorm(hidden), lora)
+
+    def forward_fused(self, normed: torch.Tensor, residual: torch.Tensor, positions: torch.Tensor,
+                      rotary: RotaryEmbedding, kv_cache: KVCache, meta: AttentionMetadata, compute_dtype: torch.dtype,
+                      ops: FusedLayerOps, lora: LayerLora | None = None) -> torch.Tensor:
+        """The layer on the residual stream, for the fused ops: `normed` is this layer's input norm
+        of `residual`; adds the attention's output into `residual` (in place) and returns the
+        MLP's output, which the caller adds in with the next norm (one call for both)."""
+        attended = self.self_attn.forward_fused(normed, positions, rotary, kv_cache, meta, compute_dtype, ops, lora)
+        return self.mlp.forward_fused(ops.add_rms_norm(attended, residual, self.post_attention_layernorm), ops, lora)
 
     def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,6 +169,9 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        self.fused_ops: FusedLayerOps | None = None
+        """Set by the runner for bfloat16 on CPU (models/cpu_layers.py): `forward` then runs the
+        operations between the matrix products fused."""
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
                 meta: AttentionMetadata, logits_indices: torch.Tensor,
@@ -136,12 +179,31 @@ class LlamaForCausalLM(nn.Module):
         """Flat tokens [N] at positions [N] -> float32 logits [len(logits_indices), vocab]; `lora`:
         the step's adapters, if any row has one."""
         hidden = self.embed_tokens(input_ids)
+        if self.fused_ops is not None:
+            return self._forward_fused(hidden, positions, kv_caches, meta, logits_indices, compute_dtype, lora,
+                                       self.fused_ops)
         rope = self.rotary.cos_sin(positions, hidden.dtype)
         for index, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches)):
             hidden = layer(hidden, rope, kv_cache, meta, compute_dtype, lora.layer(index) if lora is not None else None)
         # Norm and LM head only for the rows that are sampled: a prefill chunk needs at most one.
         hidden = self.norm(hidden[logits_indices])
         return self.lm_head(hidden).float()
+
+    def _forward_fused(self, residual: torch.Tensor, positions: torch.Tensor, kv_caches: list[KVCache],
+                       meta: AttentionMetadata, logits_indices: torch.Tensor, compute_dtype: torch.dtype,
+                       lora: LoraBatch | None, ops: FusedLayerOps) -> torch.Tensor:
+        """`forward` on the residual stream (`residual`, the embeddings, updated in place): each
+        layer's closing add rides on the next layer's input norm."""
+        normed = ops.rms_norm(residual, self.layers[0].input_layernorm)
+        last = len(self.layers) - 1
+        for index, (layer, kv_cache) in enumerate(zip(self.layers, kv_caches)):
+            mlp_out = layer.forward_fused(normed, residual, positions, self.rotary, kv_cache, meta, compute_dtype, ops,
+                                          lora.layer(index) if lora is not None else None)
+            if index < last:
+                normed = ops.add_rms_norm(mlp_out, residual, self.layers[index + 1].input_layernorm)
+            else:
+                residual += mlp_out
+        return self.lm_head(self.norm(residual[logits_indices])).float()
 
     def decode(self, input_ids: torch.Tensor, positions: torch.Tensor, block_tables: torch.Tensor,
                kv_cache: torch.Tensor, compute_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:

@@ -127,7 +127,7 @@ def test_shapes_beyond_the_kernel_fall_back_to_pytorch(kernel: PagedAttentionKer
 def test_the_build_is_cached_per_machine(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_kernel(tmp_path)
     assert first is not None
-    built = list(tmp_path.glob("cpu_attention-*.so"))
+    built = list(tmp_path.glob("cpu_kernels-*.so"))
     assert len(built) == 1 and first.library == built[0]
     assert not list(tmp_path.glob(".*.tmp")), "no partial build is left behind"
     # A new process finds the file and compiles nothing.
@@ -147,7 +147,7 @@ def test_a_failing_build_falls_back_with_a_warning(tmp_path, monkeypatch: pytest
                                                    caplog: pytest.LogCaptureFixture) -> None:
     broken = tmp_path / "broken.c"
     broken.write_text("this is not C\n")
-    monkeypatch.setattr(cpu_attention, "SOURCE", broken)
+    monkeypatch.setattr(cpu_attention, "SOURCES", (broken,))
     assert load_kernel(tmp_path / "kernels") is None
     assert "building the CPU attention kernel failed" in caplog.text
     assert not list((tmp_path / "kernels").glob("*"))
