@@ -73,9 +73,10 @@ class EngineConfig(BaseModel):
     cpu_attention_kernel: bool = Field(
         True,
         description=(
-            "On CPU, attend decodes and drafts with slipway's C kernel, which reads KV blocks where they lie "
-            "(built once per machine with its C compiler and cached under $SLIPWAY_HOME/kernels). False, or no "
-            "compiler: PyTorch gathers the blocks and runs SDPA, with the same results, slower at long contexts."
+            "On CPU, attend with slipway's C kernels, which read KV blocks where they lie, and run a bfloat16 "
+            "model's norms, rotary embeddings, cache writes and activations fused (built once per machine with its "
+            "C compiler and cached under $SLIPWAY_HOME/kernels). False, or no compiler: PyTorch's operators, with "
+            "the same results to bfloat16 rounding, slower."
         ),
     )
     compile: bool = Field(

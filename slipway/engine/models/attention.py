@@ -19,11 +19,11 @@ A step's tokens arrive flat, prefill spans first, then the batched group:
 
 `paged_attention` first writes the step's new keys and values into their slots (one
 `index_copy_`; on the fused bfloat16 CPU path `cpu_layers.c` has written them already and
-`attend_written` is called instead), then attends: a prefill span over its own fresh keys when it has no past,
-otherwise over the blocks its table names; the batched group (sequences with only a few new
-tokens: decodes and speculative verification) reads all its blocks in one gather and one call,
-or, on CPU, goes to the kernels of `cpu_attention.c` (prefill spans too), which read the blocks
-where they lie.
+`attend_written` is called instead), then attends: a prefill span over its own fresh keys when
+it has no past, otherwise over the blocks its table names; the batched group (sequences with
+only a few new tokens: decodes and speculative verification) reads all its blocks in one gather
+and one call, or, on CPU, goes to the kernels of `cpu_attention.c` (prefill spans too), which
+read the blocks where they lie.
 Only the blocks a sequence uses are read, never the whole cache. Grouped-query attention never
 repeats keys: the query heads that share a KV head become extra query rows (a reshape), and spans
 use SDPA's `enable_gqa`. Attention runs in `compute_dtype` (the weights' dtype, but float32 for

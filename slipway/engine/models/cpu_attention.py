@@ -1,4 +1,5 @@
 """The CPU attention kernels: `cpu_attention.c`, built once per machine and loaded with ctypes.
+The same library carries the fused layer operators of `cpu_layers.c` (bound in `cpu_layers.py`).
 
 Two kernels, both reading the paged cache in place with an online softmax:
 
@@ -14,7 +15,7 @@ See the C file for the layouts and `docs/architecture.md` for the figures.
 
 The source ships with the package and is compiled on first use with the machine's C compiler
 ($CC, else gcc, cc or clang) for the machine's own CPU (`-march=native`), into
-`$SLIPWAY_HOME/kernels/<hash>.so`; the hash covers the source, the compiler, the flags and the
+`$SLIPWAY_HOME/kernels/cpu_kernels-<hash>.so`; the hash covers the sources, the compiler, the flags and the
 CPU, so a home shared between different machines holds one build per kind. Building takes about
 a second; later starts only load the file. With no compiler, or when the build fails, `load_kernel`
 returns None (with one warning) and attention stays on the PyTorch path, which gives the same
