@@ -7,7 +7,8 @@
     consumer gone (break, cancel, disconnect)
                ── submit("abort") ───────────► abort at the next step boundary: blocks freed
 
-Only the engine thread touches the `LLMEngine`; the asyncio side talks to it through a command
+`from_pretrained` loads the model on the engine thread itself, so that one thread (and so one
+OpenMP pool) does all the tensor work. Only the engine thread touches the `LLMEngine`; the asyncio side talks to it through a command
 list guarded by a condition, and hears back through each request's own asyncio queue (filled
 with `call_soon_threadsafe`), so any number of event loops may consume. A step that raises
 stops the thread and fails every stream with `EngineDeadError`. The exceptions, safe from any
@@ -36,6 +37,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -144,8 +146,29 @@ class AsyncLLMEngine:
     def from_pretrained(cls, model_path: str | Path, config: EngineConfig | None = None, *,
                         tokenizer: Any | None | str = "auto",
                         clock: Callable[[], float] = time.perf_counter) -> "AsyncLLMEngine":
-        """Load the model (blocking: call it in a worker thread from async code) and wrap it."""
-        return cls(LLMEngine(model_path, config, tokenizer=tokenizer), clock=clock)
+        """Load the model on the engine thread, which then stays to step it (blocking: call it in a
+        worker thread from async code). Raises what loading raised.
+
+        One thread does all of the engine's tensor work, loading included. PyTorch's OpenMP keeps a
+        pool of threads per thread that computes; with a second pool alive (the loader's) there are
+        more OpenMP threads than cores, and libgomp then parks its threads at once after every
+        operator instead of spinning briefly, so each of a step's hundreds of operators pays a
+        wake-up. On SmolLM2 at 16 streams that cost 13% of throughput (docs/benchmarks.md).
+        """
+        built: Future[AsyncLLMEngine] = Future()
+
+        def load_then_step() -> None:
+            try:
+                front = cls(LLMEngine(model_path, config, tokenizer=tokenizer), clock=clock)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                built.set_exception(exc)
+                return
+            front._thread = threading.current_thread()
+            built.set_result(front)
+            front._run()
+
+        threading.Thread(target=load_then_step, name="slipway-engine", daemon=True).start()
+        return built.result()
 
     @property
     def tokenizer(self) -> Any | None:
@@ -156,7 +179,8 @@ class AsyncLLMEngine:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Start the engine thread (generate() does this on first use)."""
+        """Start the engine thread (generate() does this on first use; an engine from
+        `from_pretrained` has it already)."""
         if self._dead is not None:
             raise EngineDeadError(f"the engine stopped: {self._dead}; restart the replica")
         if self._stopping:

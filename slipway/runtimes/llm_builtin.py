@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -139,7 +140,9 @@ class BuiltinLlmRuntime(LlmRuntime):
             engine_config = EngineConfig.from_runtime_settings(self.spec.runtime, **overrides)
         except ValidationError as exc:
             raise RuntimeLoadError(f"the engine settings are invalid: {exc}; fix runtime: in slipway.yaml") from None
-        self.model_dir = await asyncio.to_thread(self._model_folder)
+        # Converting a GGUF computes with torch: in a thread that ends with it, so that its OpenMP
+        # pool goes too (see AsyncLLMEngine.from_pretrained for why only the engine's may stay).
+        self.model_dir = await _in_own_thread(self._model_folder)
         threads = torch_threads(self.spec.resources.cpu)
         started = time.monotonic()
         self.engine = await asyncio.to_thread(self._build_engine, self.model_dir, engine_config, threads)
@@ -437,6 +440,31 @@ class BuiltinLlmRuntime(LlmRuntime):
             "loras_registered": engine["loras_registered"],
             "loras_loaded": engine["loras_loaded"],
         }
+
+
+async def _in_own_thread(function: Callable[[], T]) -> T:
+    """`function()` in a new thread that ends when it returns."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():  # the caller was cancelled meanwhile
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name="llm-load", daemon=True).start()
+    return await done
 
 
 def _adapter_field(body: Any, name: str) -> str:

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from slipway.engine import async_engine
 from slipway.engine.async_engine import AsyncLLMEngine
 from slipway.engine.config import EngineConfig
+from slipway.engine.engine import LLMEngine
 from slipway.engine.errors import EngineDeadError, PromptTooLongError
 from slipway.engine.sampling_params import SamplingParams
 
@@ -193,3 +195,38 @@ async def test_cached_block_hashes_name_the_prompts_blocks(engine):
     await collect(engine, prompt, SamplingParams(max_tokens=1))
     assert engine.cached_block_hashes(3) == list(block_hash_chain(prompt, 4))
     assert engine.cached_block_hashes(0) == []
+
+
+# -- the engine thread -------------------------------------------------------------------------
+
+
+async def test_the_thread_that_loads_the_model_is_the_one_that_steps_it(llama_checkpoint, monkeypatch):
+    threads: dict[str, threading.Thread] = {}
+
+    class Recording(LLMEngine):
+        def __init__(self, *args, **kwargs) -> None:
+            threads["load"] = threading.current_thread()
+            super().__init__(*args, **kwargs)
+
+        def step(self):
+            threads["step"] = threading.current_thread()
+            return super().step()
+
+    monkeypatch.setattr(async_engine, "LLMEngine", Recording)
+    folder, _ = llama_checkpoint
+    config = EngineConfig(dtype="float32", device="cpu", block_size=4, num_kv_blocks=64, max_model_len=128)
+    engine = await asyncio.to_thread(AsyncLLMEngine.from_pretrained, folder, config)
+    try:
+        assert engine.is_running, "the thread stays after loading, waiting for requests"
+        tokens, _, _ = await collect(engine, random_prompt(5, seed=3), SamplingParams(max_tokens=3))
+        assert len(tokens) == 3
+        assert threads["step"] is threads["load"], "one thread, so one OpenMP pool, does all the tensor work"
+        assert threads["load"].name == "slipway-engine"
+    finally:
+        await engine.shutdown()
+    assert not threads["load"].is_alive()
+
+
+async def test_a_model_that_fails_to_load_raises_in_the_caller(tmp_path):
+    with pytest.raises(Exception, match="config.json"):
+        await asyncio.to_thread(AsyncLLMEngine.from_pretrained, tmp_path, EngineConfig(device="cpu"))

@@ -17,7 +17,7 @@ import uvicorn
 from slipway.errors import RuntimeLoadError, SpecError
 from slipway.routing import block_hash_chain
 from slipway.runtimes.base import BadRequestError
-from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime
+from slipway.runtimes.llm_builtin import BuiltinLlmConfig, BuiltinLlmRuntime, _in_own_thread
 from slipway.runtimes.vllm_metrics import map_vllm_metrics
 from slipway.server.app import ReplicaApp
 from slipway.spec.package import parse_package
@@ -414,3 +414,22 @@ def test_over_http_a_bad_request_is_an_openai_400_with_its_param(served):
     assert caught.value.body["param"] == "n" and "1 to 16" in caught.value.body["message"]
     answer = client.completions.create(model="tiny", prompt="abc", max_tokens=3, extra_body={"ignore_eos": True})
     assert answer.usage.completion_tokens == 3 and answer.choices[0].finish_reason == "length"
+
+
+async def test_loading_work_runs_in_a_thread_that_ends_with_it():
+    ran_in: list[threading.Thread] = []
+
+    def work() -> int:
+        ran_in.append(threading.current_thread())
+        return 7
+
+    assert await _in_own_thread(work) == 7
+    assert ran_in[0] is not threading.current_thread()
+    ran_in[0].join(timeout=5)
+    assert not ran_in[0].is_alive(), "the thread (and any OpenMP pool it made) is gone"
+
+    def failing() -> None:
+        raise ValueError("no such weights")
+
+    with pytest.raises(ValueError, match="no such weights"):
+        await _in_own_thread(failing)
