@@ -8,9 +8,10 @@
                ── submit("abort") ───────────► abort at the next step boundary: blocks freed
 
 `from_pretrained` loads the model on the engine thread itself, so that one thread (and so one
-OpenMP pool) does all the tensor work. Only the engine thread touches the `LLMEngine`; the asyncio side talks to it through a command
-list guarded by a condition, and hears back through each request's own asyncio queue (filled
-with `call_soon_threadsafe`), so any number of event loops may consume. A step that raises
+OpenMP pool) does all the tensor work. Only the engine thread touches the `LLMEngine`; the
+asyncio side talks to it through a command list guarded by a condition, and hears back through
+each request's own asyncio queue (filled with `call_soon_threadsafe`), so any number of event
+loops may consume. A step that raises
 stops the thread and fails every stream with `EngineDeadError`. The exceptions, safe from any
 thread: `stats()` (a snapshot swapped in after each step), the latency histograms (locked),
 `cached_block_hashes()` (the KV pool locks its hash map for it), and the LoRA adapter registry
