@@ -13,6 +13,11 @@ Two entry points share the weights and the arithmetic:
     decode   one new token per sequence; a pure function of its inputs (the cache is only read,
              the step's keys and values come back for the caller to write), so it compiles
 
+For bfloat16 on CPU the runner sets `fused_ops` (models/cpu_layers.py) and `forward` runs on a
+residual stream updated in place: each layer's closing add rides on the next norm, rotation on
+the cache write, SiLU on the multiply, one C call each (`forward_fused` of each module). The
+arithmetic is the same up to bfloat16 rounding; float32 never takes this path.
+
 `forward` takes the step's LoRA adapters too (`lora`, see engine/lora/batch.py): each adapted
 projection adds its rows' deltas after the base product, `y = lora.apply(name, x, base(x))`.
 Without one (no row of the step has an adapter) the code path is the base model's alone.
