@@ -112,10 +112,13 @@ class Sampler:
             )
             logits[penalized] = sub
 
-        token_ids = logits.argmax(dim=-1)
         random_rows = [i for i, r in enumerate(rows) if not r.params.is_greedy]
-        if random_rows:
-            token_ids[random_rows] = self._draw(logits[random_rows], [rows[i] for i in random_rows])
+        if len(random_rows) == len(rows):  # no argmax over a vocabulary per row, nor a copy of the rows
+            token_ids = self._draw(logits, rows)
+        else:
+            token_ids = logits.argmax(dim=-1)
+            if random_rows:
+                token_ids[random_rows] = self._draw(logits[random_rows], [rows[i] for i in random_rows])
 
         chosen = token_ids.tolist()
         logprobs: list[TokenLogprob | None] = [None] * len(rows)
@@ -124,8 +127,12 @@ class Sampler:
         return [SampledToken(token_id, logprob) for token_id, logprob in zip(chosen, logprobs)]
 
     def _draw(self, logits: torch.Tensor, rows: Sequence[SamplingRow]) -> torch.Tensor:
+        """One token per row of `logits`, which is not changed (filters work on a copy)."""
         device = logits.device
-        logits /= torch.tensor([r.params.temperature for r in rows], device=device)[:, None]
+        temperatures = [r.params.temperature for r in rows]
+        filtered = any(r.params.top_k > 0 or r.params.top_p < 1.0 or r.params.min_p > 0.0 for r in rows)
+        if filtered or any(t != 1.0 for t in temperatures):
+            logits = logits / torch.tensor(temperatures, device=device)[:, None]
         if any(r.params.top_k > 0 for r in rows):
             apply_top_k(logits, torch.tensor([r.params.top_k for r in rows], device=device))
         if any(r.params.top_p < 1.0 for r in rows):
