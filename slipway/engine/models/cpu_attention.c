@@ -32,7 +32,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "cpu_bf16.h"
+#include "cpu_kernels.h"
 
 #define MAX_GROUP 16    /* query heads per KV head */
 #define MAX_HEAD_DIM 256
@@ -115,28 +115,6 @@ static void attend_one(const float *q, const void *k_cache, const void *v_cache,
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 #include <immintrin.h>
 #define HAVE_AVX512_BF16 1
-
-/* e^x for x <= 0 (scores minus their running max): 2^(x log2 e) as 2^n * 2^f, |f| <= 1/2, with
- * a degree-6 polynomial for 2^f (relative error ~1e-7) and scalef for 2^n. */
-static inline __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402265069591007f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471805599453f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
-static inline __m512 bf16x16_to_float(const uint16_t *src) {
-    __m256i raw = _mm256_loadu_si256((const __m256i *)src);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
 
 /* The bfloat16 cache with AVX-512: q . k with vdpbf16ps straight on the cached bits (the query,
  * scaled by a power of two, is exact in bfloat16; products are exact in float32 and summed in

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_attention.c", "cpu_layers.c"))
 """Compiled together into one library; `cpu_layers.py` binds the second file's functions."""
-HEADERS = (Path(__file__).with_name("cpu_bf16.h"),)
+HEADERS = (Path(__file__).with_name("cpu_kernels.h"),)
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
 OPENMP_FLAG = "-fopenmp"
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)

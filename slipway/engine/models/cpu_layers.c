@@ -24,7 +24,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "cpu_bf16.h"
+#include "cpu_kernels.h"
 
 #define PARALLEL_MIN_ELEMENTS 32768  /* as PyTorch's grain size: fewer run on the calling thread */
 
@@ -32,30 +32,10 @@
 #include <immintrin.h>
 #define LAYERS_AVX512 1
 
-static inline __m512 load_bf16x16(const uint16_t *src) {
-    __m256i raw = _mm256_loadu_si256((const __m256i *)src);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
 static inline void store_bf16x16(uint16_t *dst, __m512 value) {
     _mm256_storeu_si256((__m256i *)dst, (__m256i)_mm512_cvtneps_pbh(value));
 }
 
-/* e^x for x <= 0, as in cpu_attention.c: 2^n * p(f) with a degree-6 polynomial. */
-static inline __m512 exp_nonpositive16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-    __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.2402265069591007f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931471805599453f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 #endif
 
 /* -- norms -------------------------------------------------------------------------------- */
@@ -70,11 +50,11 @@ static void norm_row(const uint16_t *x, uint16_t *residual, const uint16_t *weig
 #ifdef LAYERS_AVX512
     __m512 sum_vec = _mm512_setzero_ps();
     for (; d + 16 <= hidden; d += 16) {
-        __m512 v = load_bf16x16(x + d);
+        __m512 v = bf16x16_to_float(x + d);
         if (residual != NULL) {
-            v = _mm512_add_ps(v, load_bf16x16(residual + d));
+            v = _mm512_add_ps(v, bf16x16_to_float(residual + d));
             store_bf16x16(residual + d, v);
-            v = load_bf16x16(residual + d);  /* the rounded sum, as the eager path normalises it */
+            v = bf16x16_to_float(residual + d);  /* the rounded sum, as the eager path normalises it */
         }
         sum_vec = _mm512_fmadd_ps(v, v, sum_vec);
     }
@@ -94,8 +74,8 @@ static void norm_row(const uint16_t *x, uint16_t *residual, const uint16_t *weig
 #ifdef LAYERS_AVX512
     const __m512 scale_vec = _mm512_set1_ps(scale);
     for (; d + 16 <= hidden; d += 16)
-        store_bf16x16(out + d, _mm512_mul_ps(_mm512_mul_ps(load_bf16x16(source + d), scale_vec),
-                                             load_bf16x16(weight + d)));
+        store_bf16x16(out + d, _mm512_mul_ps(_mm512_mul_ps(bf16x16_to_float(source + d), scale_vec),
+                                             bf16x16_to_float(weight + d)));
 #endif
     for (; d < hidden; d++) out[d] = float_to_bf16(bf16_to_float(source[d]) * scale * bf16_to_float(weight[d]));
 }
@@ -121,11 +101,11 @@ static void rotate_head(uint16_t *x, const uint16_t *cos, const uint16_t *sin, i
     int64_t d = 0;
 #ifdef LAYERS_AVX512
     for (; d + 16 <= half; d += 16) {
-        __m512 first = load_bf16x16(x + d), second = load_bf16x16(x + half + d);
-        __m512 rotated_first = _mm512_fmsub_ps(first, load_bf16x16(cos + d),
-                                               _mm512_mul_ps(second, load_bf16x16(sin + d)));
-        __m512 rotated_second = _mm512_fmadd_ps(second, load_bf16x16(cos + half + d),
-                                                _mm512_mul_ps(first, load_bf16x16(sin + half + d)));
+        __m512 first = bf16x16_to_float(x + d), second = bf16x16_to_float(x + half + d);
+        __m512 rotated_first = _mm512_fmsub_ps(first, bf16x16_to_float(cos + d),
+                                               _mm512_mul_ps(second, bf16x16_to_float(sin + d)));
+        __m512 rotated_second = _mm512_fmadd_ps(second, bf16x16_to_float(cos + half + d),
+                                                _mm512_mul_ps(first, bf16x16_to_float(sin + half + d)));
         store_bf16x16(x + d, rotated_first);
         store_bf16x16(x + half + d, rotated_second);
     }
@@ -172,13 +152,13 @@ void silu_and_mul_bf16(const uint16_t *gate_up, uint16_t *out, int64_t rows, int
 #ifdef LAYERS_AVX512
         const __m512 one = _mm512_set1_ps(1.0f);
         for (; j + 16 <= inter; j += 16) {
-            __m512 g = load_bf16x16(gate + j);
+            __m512 g = bf16x16_to_float(gate + j);
             /* sigmoid from e = exp(-|g|) <= 1, which never overflows: 1/(1+e) for g >= 0, e/(1+e) below. */
-            __m512 e = exp_nonpositive16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
+            __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));
             __m512 inverse = _mm512_div_ps(one, _mm512_add_ps(one, e));
             __mmask16 negative = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
             __m512 sigmoid = _mm512_mask_mul_ps(inverse, negative, inverse, e);
-            store_bf16x16(dst + j, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid), load_bf16x16(up + j)));
+            store_bf16x16(dst + j, _mm512_mul_ps(_mm512_mul_ps(g, sigmoid), bf16x16_to_float(up + j)));
         }
 #endif
         for (; j < inter; j++) {
