@@ -37,6 +37,7 @@
 #define MAX_GROUP 16    /* query heads per KV head */
 #define MAX_HEAD_DIM 256
 #define CHUNK 32        /* keys scored at once between two softmax updates */
+#define PREFETCH_BLOCKS 1  /* how many blocks ahead of the one being attended keys and values are fetched */
 
 /* One row of head_dim values of the cache, as float32. */
 static inline void load_row(const void *cache, int is_bf16, int64_t offset, int head_dim, float *row) {
@@ -146,6 +147,20 @@ attend_one_bf16_avx512(const float *q, const uint16_t *k_cache, const uint16_t *
         const int64_t block = block_table[block_start / block_size];
         const int64_t in_block = num_keys - block_start < block_size ? num_keys - block_start : block_size;
         const uint16_t *k_block = k_head + block * block_stride, *v_block = v_head + block * block_stride;
+        if (block_start + PREFETCH_BLOCKS * block_size < num_keys) {
+            /* Blocks lie wherever the pool had room: ask for the keys and values of a block a
+             * little ahead now, so that its reads overlap this block's arithmetic instead of
+             * following it. */
+            const int64_t ahead = block_start + PREFETCH_BLOCKS * block_size;
+            const int64_t next = block_table[ahead / block_size];
+            const int64_t next_keys = num_keys - ahead < block_size ? num_keys - ahead : block_size;
+            const char *next_k = (const char *)(k_head + next * block_stride);
+            const char *next_v = (const char *)(v_head + next * block_stride);
+            for (int64_t offset = 0; offset < next_keys * head_dim * 2; offset += 64) {
+                _mm_prefetch(next_k + offset, _MM_HINT_T0);
+                _mm_prefetch(next_v + offset, _MM_HINT_T0);
+            }
+        }
         for (int first = 0; first < in_block; first += 16) {
             const int count = in_block - first < 16 ? (int)(in_block - first) : 16;
             const __mmask16 valid = (__mmask16)((1u << count) - 1u);
