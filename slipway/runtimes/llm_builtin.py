@@ -31,6 +31,7 @@ LoRA adapters, as the vllm engine serves them:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import threading
@@ -462,9 +463,21 @@ async def _in_own_thread(function: Callable[[], T]) -> T:
             loop.call_soon_threadsafe(settle, None, exc)
         else:
             loop.call_soon_threadsafe(settle, result, None)
+        finally:
+            _return_freed_memory()
 
     threading.Thread(target=target, name="llm-load", daemon=True).start()
     return await done
+
+
+def _return_freed_memory() -> None:
+    """Hand memory freed by a finished thread back to the system. glibc keeps a thread's malloc
+    arena after the thread ends, and nothing else allocates from it: after a GGUF conversion that
+    kept the replica's RSS a few hundred megabytes above what it uses."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _adapter_field(body: Any, name: str) -> str:
