@@ -11,13 +11,12 @@
 OpenMP pool) does all the tensor work. Only the engine thread touches the `LLMEngine`; the
 asyncio side talks to it through a command list guarded by a condition, and hears back through
 each request's own asyncio queue (filled with `call_soon_threadsafe`), so any number of event
-loops may consume. A step that raises
-stops the thread and fails every stream with `EngineDeadError`. The exceptions, safe from any
-thread: `stats()` (a snapshot swapped in after each step), the latency histograms (locked),
-`cached_block_hashes()` (the KV pool locks its hash map for it), and the LoRA adapter registry
-(`add_lora` checks the folder in a worker thread and registers under the registry's lock while
-the engine steps; `remove_lora` wakes the engine thread, which drops the weights once no
-running request uses them).
+loops may consume. A step that raises stops the thread and fails every stream with
+`EngineDeadError`. The exceptions, safe from any thread: `stats()` (a snapshot swapped in after
+each step), the latency histograms (locked), `cached_block_hashes()` (the KV pool locks its hash
+map for it), and the LoRA adapter registry (`add_lora` checks the folder in a worker thread and
+registers under the registry's lock while the engine steps; `remove_lora` wakes the engine
+thread, which drops the weights once no running request uses them).
 
 Latencies are measured where tokens leave the engine: in the engine thread, as each step's
 output is handed to its request's queue, so whole and streamed answers are timed alike.

@@ -13,10 +13,10 @@ Two kernels, both reading the paged cache in place with an online softmax:
 
 See the C file for the layouts and `docs/architecture.md` for the figures.
 
-The source ships with the package and is compiled on first use with the machine's C compiler
+The sources ship with the package and are compiled on first use with the machine's C compiler
 ($CC, else gcc, cc or clang) for the machine's own CPU (`-march=native`), into
-`$SLIPWAY_HOME/kernels/cpu_kernels-<hash>.so`; the hash covers the sources, the compiler, the flags and the
-CPU, so a home shared between different machines holds one build per kind. Building takes about
+`$SLIPWAY_HOME/kernels/cpu_kernels-<hash>.so`; the hash covers the sources, the compiler, the
+flags and the CPU, so a home shared between different machines holds one build per kind. Building takes about
 a second; later starts only load the file. With no compiler, or when the build fails, `load_kernel`
 returns None (with one warning) and attention stays on the PyTorch path, which gives the same
 results. The OpenMP runtime the library links is the one PyTorch already loaded (same soname), so

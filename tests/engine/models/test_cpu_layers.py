@@ -11,7 +11,7 @@ import torch
 from slipway.engine.config import EngineConfig
 from slipway.engine.engine import LLMEngine
 from slipway.engine.models import load_model
-from slipway.engine.models.cpu_attention import load_kernel
+from slipway.engine.models.cpu_attention import PagedAttentionKernel, load_kernel
 from slipway.engine.models.cpu_layers import FusedLayerOps
 from slipway.engine.models.layers import RMSNorm, RotaryEmbedding, apply_rotary_one
 from slipway.engine.runner import ForwardInput, ModelRunner
@@ -26,9 +26,14 @@ BF16 = torch.bfloat16
 
 
 @pytest.fixture(scope="module")
-def ops(tmp_path_factory: pytest.TempPathFactory) -> FusedLayerOps:
-    kernel = load_kernel(tmp_path_factory.mktemp("kernels"))
-    assert kernel is not None, "the kernels should build where a C compiler exists"
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> PagedAttentionKernel:
+    built = load_kernel(tmp_path_factory.mktemp("kernels"))
+    assert built is not None, "the kernels should build where a C compiler exists"
+    return built
+
+
+@pytest.fixture(scope="module")
+def ops(kernel: PagedAttentionKernel) -> FusedLayerOps:
     return FusedLayerOps(kernel.library)
 
 
@@ -97,10 +102,8 @@ def test_rope_and_cache_rotates_in_place_and_writes_the_slots(ops: FusedLayerOps
     assert not k_cache.view(kv_heads, -1, head_dim)[:, untouched].any(), "no other slot is written"
 
 
-def test_the_model_runs_through_the_ops_only_for_bfloat16(llama_checkpoint) -> None:
+def test_the_model_runs_through_the_ops_only_for_bfloat16(llama_checkpoint, kernel: PagedAttentionKernel) -> None:
     folder, _ = llama_checkpoint
-    kernel = load_kernel()
-    assert kernel is not None
     runners = {}
     for dtype in (torch.float32, BF16):
         model = load_model(folder, dtype=dtype, device="cpu", max_positions=64)
@@ -110,9 +113,8 @@ def test_the_model_runs_through_the_ops_only_for_bfloat16(llama_checkpoint) -> N
     assert runners[BF16].model.fused_ops is not None
 
 
-def test_fused_and_eager_bfloat16_give_the_same_logits(llama_checkpoint) -> None:
+def test_fused_and_eager_bfloat16_give_the_same_logits(llama_checkpoint, kernel: PagedAttentionKernel) -> None:
     folder, _ = llama_checkpoint
-    kernel = load_kernel()
     runners = []
     for fused in (False, True):
         model = load_model(folder, dtype=BF16, device="cpu", max_positions=64)
