@@ -15,8 +15,8 @@ Two entry points share the weights and the arithmetic:
 
 For bfloat16 on CPU the runner sets `fused_ops` (models/cpu_layers.py) and `forward` runs on a
 residual stream updated in place: each layer's closing add rides on the next norm, rotation on
-the cache write, SiLU on the multiply, one C call each (`forward_fused` of each module). The
-arithmetic is the same up to bfloat16 rounding; float32 never takes this path.
+the cache write, SiLU on the multiply, one C call each (`forward_fused`, and the MLP's `ops`).
+The arithmetic is the same up to bfloat16 rounding; float32 never takes this path.
 
 `forward` takes the step's LoRA adapters too (`lora`, see engine/lora/batch.py): each adapted
 projection adds its rows' deltas after the base product, `y = lora.apply(name, x, base(x))`.
@@ -59,29 +59,20 @@ class LlamaAttention(nn.Module):
     def forward(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache,
                 meta: AttentionMetadata, compute_dtype: torch.dtype, lora: LayerLora | None = None) -> torch.Tensor:
         q, k, v = self._project(hidden, rope, lora)
-        out = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1)
-        if lora is None:
-            return self.o_proj(out)
-        return lora.apply("o_proj", out, self.o_proj(out))
+        return self._output(paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1), lora)
 
     def forward_fused(self, normed: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding,
                       kv_cache: KVCache, meta: AttentionMetadata, compute_dtype: torch.dtype, ops: FusedLayerOps,
                       lora: LayerLora | None = None) -> torch.Tensor:
         """`forward` with rotation and the cache write fused into one call (`ops`, bfloat16 on CPU)."""
         num_tokens = normed.shape[0]
-        qkv = self.qkv_proj(normed)
-        if lora is not None:
-            qkv = lora.apply("qkv_proj", normed, qkv)
-        qkv = qkv.contiguous()
+        qkv = self._qkv(normed, lora).contiguous()
         ops.rope_and_cache(qkv, positions, rotary, self.num_heads, self.num_kv_heads, kv_cache[0], kv_cache[1],
                            meta.slot_mapping)
         q = qkv[:, : self.q_size].view(num_tokens, self.num_heads, self.head_dim)
         k = qkv[:, self.q_size: self.q_size + self.kv_size].view(num_tokens, self.num_kv_heads, self.head_dim)
         v = qkv[:, self.q_size + self.kv_size:].view(num_tokens, self.num_kv_heads, self.head_dim)
-        out = attend_written(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1)
-        if lora is None:
-            return self.o_proj(out)
-        return lora.apply("o_proj", out, self.o_proj(out))
+        return self._output(attend_written(q, k, v, kv_cache[0], kv_cache[1], meta, compute_dtype).flatten(1), lora)
 
     def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,15 +84,21 @@ class LlamaAttention(nn.Module):
     def _project(self, hidden: torch.Tensor, rope: Rope,
                  lora: LayerLora | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num_tokens = hidden.shape[0]
-        qkv = self.qkv_proj(hidden)
-        if lora is not None:
-            qkv = lora.apply("qkv_proj", hidden, qkv)
+        qkv = self._qkv(hidden, lora)
         # Queries and keys sit side by side in qkv: rotated together, in one pass of each op.
         qk = qkv[:, : self.q_size + self.kv_size].view(num_tokens, self.num_heads + self.num_kv_heads, self.head_dim)
         qk = apply_rotary_one(qk, *rope)
         q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
         v = qkv[:, self.q_size + self.kv_size:].view(num_tokens, self.num_kv_heads, self.head_dim)
         return q, k, v
+
+    def _qkv(self, hidden: torch.Tensor, lora: LayerLora | None) -> torch.Tensor:
+        qkv = self.qkv_proj(hidden)
+        return qkv if lora is None else lora.apply("qkv_proj", hidden, qkv)
+
+    def _output(self, attended: torch.Tensor, lora: LayerLora | None) -> torch.Tensor:
+        out = self.o_proj(attended)
+        return out if lora is None else lora.apply("o_proj", attended, out)
 
 
 class LlamaMLP(nn.Module):
@@ -111,23 +108,18 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
 
-    def forward(self, x: torch.Tensor, lora: LayerLora | None = None) -> torch.Tensor:
-        if lora is None:
-            gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-            return self.down_proj(F.silu(gate) * up)
-        gate, up = lora.apply("gate_up_proj", x, self.gate_up_proj(x)).split(self.intermediate_size, dim=-1)
-        hidden = F.silu(gate) * up
-        return lora.apply("down_proj", hidden, self.down_proj(hidden))
-
-    def forward_fused(self, x: torch.Tensor, ops: FusedLayerOps, lora: LayerLora | None = None) -> torch.Tensor:
-        """`forward` with the activation fused into one call (`ops`, bfloat16 on CPU)."""
+    def forward(self, x: torch.Tensor, lora: LayerLora | None = None, ops: FusedLayerOps | None = None) -> torch.Tensor:
+        """`ops` (bfloat16 on CPU): the activation fused into one call."""
         gate_up = self.gate_up_proj(x)
         if lora is not None:
             gate_up = lora.apply("gate_up_proj", x, gate_up)
-        hidden = ops.silu_and_mul(gate_up)
-        if lora is None:
-            return self.down_proj(hidden)
-        return lora.apply("down_proj", hidden, self.down_proj(hidden))
+        if ops is not None:
+            hidden = ops.silu_and_mul(gate_up)
+        else:
+            gate, up = gate_up.split(self.intermediate_size, dim=-1)
+            hidden = F.silu(gate) * up
+        out = self.down_proj(hidden)
+        return out if lora is None else lora.apply("down_proj", hidden, out)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -150,7 +142,7 @@ class LlamaDecoderLayer(nn.Module):
         of `residual`; adds the attention's output into `residual` (in place) and returns the
         MLP's output, which the caller adds in with the next norm (one call for both)."""
         attended = self.self_attn.forward_fused(normed, positions, rotary, kv_cache, meta, compute_dtype, ops, lora)
-        return self.mlp.forward_fused(ops.add_rms_norm(attended, residual, self.post_attention_layernorm), ops, lora)
+        return self.mlp(ops.add_rms_norm(attended, residual, self.post_attention_layernorm), lora, ops)
 
     def decode(self, hidden: torch.Tensor, rope: Rope, kv_cache: KVCache, rows: torch.Tensor,
                context_lens: torch.Tensor, compute_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
